@@ -1,0 +1,141 @@
+//! Command line of `wgmeshd`. Parsing is clap's; each command is a function returning an exit
+//! status, so `main` only wires things up.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{InterfaceName, MeshSecret, MeshSubnet, resolve_secret};
+use crate::crypto::DerivedKeys;
+use crate::identity::{self, LoadOutcome, MeshParams};
+use crate::logging::{LogFormat, LogLevel};
+
+/// wgmeshd: decentralized WireGuard mesh daemon. Every machine that knows the same secret joins
+/// the same mesh; there is no coordination server.
+#[derive(Debug, Parser)]
+#[command(name = "wgmeshd", version, propagate_version = true)]
+pub struct Cli {
+    /// Log verbosity: debug, info, warn (or warning), error.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log_level: LogLevel,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `wgmeshd` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
+    /// and state file on first use. Useful to learn a node's mesh address before it joins.
+    Identity(IdentityArgs),
+}
+
+/// Where the mesh secret comes from. The first one given wins, in this order.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Mesh secret, raw or `wgmesh://v1/<secret>`. Visible to other users in the process list:
+    /// prefer --secret-file or the environment.
+    #[arg(long, value_name = "SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// File holding the mesh secret (surrounding whitespace ignored).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// Resolves the secret from the flags, then `WGMESH_SECRET`, then `WGMESH_SECRET_FILE`,
+    /// warning about the weak choices.
+    pub fn resolve(&self) -> anyhow::Result<MeshSecret> {
+        let secret = resolve_secret(self.secret.as_deref(), self.secret_file.as_deref(), |k| {
+            std::env::var(k).ok()
+        })?;
+        if self.secret.is_some() {
+            tracing::warn!(
+                "--secret is visible to other users in the process list; prefer --secret-file or WGMESH_SECRET_FILE"
+            );
+        }
+        if !secret.was_uri_form() {
+            tracing::warn!(
+                "secret does not use the wgmesh:// format; it may have low entropy (create one with `wgmeshctl secret new`)"
+            );
+        }
+        Ok(secret)
+    }
+}
+
+/// Options of `wgmeshd identity`.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Directory of the node's state files (identity `<iface>.json`).
+    #[arg(long, value_name = "DIR", default_value = identity::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// WireGuard interface name; the identity is stored per interface.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_INTERFACE)]
+    interface: InterfaceName,
+    /// Custom IPv4 mesh subnet (at least /30) instead of the default 10.x.0.0/16 derived from
+    /// the secret. Every node of a mesh must use the same value.
+    #[arg(long, value_name = "CIDR")]
+    mesh_subnet: Option<MeshSubnet>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Identity(args) => identity_cmd(&args),
+    }
+}
+
+fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
+    let secret = args.secret.resolve()?;
+    let keys = DerivedKeys::derive(&secret);
+    let mesh = MeshParams {
+        secret: &secret,
+        keys: &keys,
+        custom_subnet: args.mesh_subnet.as_ref(),
+    };
+    let (id, outcome) = identity::load_or_create(&args.state_dir, &args.interface, &mesh)
+        .context("cannot load the node identity")?;
+    let path = identity::state_file_path(&args.state_dir, &args.interface);
+    match &outcome {
+        LoadOutcome::Created => tracing::info!(file = %path.display(), "created a new node identity"),
+        LoadOutcome::Updated(fields) => {
+            tracing::info!(file = %path.display(), ?fields, "re-derived mesh addresses and saved them")
+        }
+        LoadOutcome::Loaded => {}
+    }
+    let prefix_len = args.mesh_subnet.map_or(16, |s| s.prefix_len());
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let value = serde_json::json!({
+            "interface": args.interface.as_str(),
+            "state_file": path,
+            "created": outcome == LoadOutcome::Created,
+            "public_key": id.public_key,
+            "mesh_ip": id.mesh_ip.to_string(),
+            "mesh_ipv6": id.mesh_ipv6.to_string(),
+            "mesh_prefix_len": prefix_len,
+            "network_id": keys.network_id_short(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        writeln!(out, "Interface:   {}", args.interface)?;
+        writeln!(out, "State file:  {}", path.display())?;
+        writeln!(out, "Public key:  {}", id.public_key)?;
+        writeln!(out, "Mesh IPv4:   {}/{prefix_len}", id.mesh_ip)?;
+        writeln!(out, "Mesh IPv6:   {}/64", id.mesh_ipv6)?;
+        writeln!(out, "Network ID:  {}", keys.network_id_short())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

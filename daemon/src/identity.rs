@@ -1,0 +1,422 @@
+//! The node's identity: its WireGuard key pair and mesh addresses, persisted at
+//! `<state-dir>/<iface>.json` with Go wgmesh's JSON keys so a Go node's file loads unchanged.
+//!
+//! Rules (reference daemon-behaviour §4): the key pair is created once and kept forever; a stored
+//! `mesh_ip` is kept while it lies inside the mesh subnet (so an address survives secret rotation)
+//! and re-derived otherwise; `mesh_ipv6` is kept while inside the mesh /64 and derived otherwise.
+//! Unlike Go, an unreadable or corrupt file is an error that names the file: silently replacing it
+//! would give the node a new key, i.e. a new identity.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::config::{InterfaceName, MeshSecret, MeshSubnet};
+use crate::crypto::{DerivedKeys, legacy_subnet, mesh_ipv4, mesh_ipv6};
+use crate::system::fs::{FsError, ensure_private_dir, write_atomic};
+use crate::wire::decode_wg_key;
+
+/// Default directory of state files.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wgmesh";
+/// Mode of the state directory when we create it.
+const DIR_MODE: u32 = 0o700;
+/// Mode of the state file.
+const FILE_MODE: u32 = 0o600;
+
+/// The state file as Go writes it (2-space indented JSON, these keys, in this order).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Base64 public key.
+    pub wg_pubkey: String,
+    /// Base64 private key.
+    pub wg_private_key: String,
+    /// Persisted mesh IPv4 (omitted when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mesh_ip: String,
+    /// Persisted mesh IPv6 (omitted when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mesh_ipv6: String,
+}
+
+impl fmt::Debug for StateFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateFile")
+            .field("wg_pubkey", &self.wg_pubkey)
+            .field("wg_private_key", &"<redacted>")
+            .field("mesh_ip", &self.mesh_ip)
+            .field("mesh_ipv6", &self.mesh_ipv6)
+            .finish()
+    }
+}
+
+/// A loaded identity. `Debug` never shows the private key.
+#[derive(Clone)]
+pub struct Identity {
+    private_key: StaticSecret,
+    /// Base64 WireGuard public key (the node's name in the mesh).
+    pub public_key: String,
+    /// Mesh IPv4 address.
+    pub mesh_ip: Ipv4Addr,
+    /// Mesh IPv6 address.
+    pub mesh_ipv6: Ipv6Addr,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("public_key", &self.public_key)
+            .field("mesh_ip", &self.mesh_ip)
+            .field("mesh_ipv6", &self.mesh_ipv6)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The raw private key bytes, for handing to the WireGuard device only.
+    pub fn private_key_bytes(&self) -> [u8; 32] {
+        self.private_key.to_bytes()
+    }
+}
+
+/// What loading did, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// No state file existed; a new key pair was created and saved.
+    Created,
+    /// The file was used as it was.
+    Loaded,
+    /// The key pair was kept; these address fields were (re-)derived and saved.
+    Updated(Vec<&'static str>),
+}
+
+/// Why the identity could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Reading, creating or writing failed.
+    #[error(transparent)]
+    Io(#[from] FsError),
+    /// The file exists but its contents are not a usable identity. Never replaced automatically.
+    #[error(
+        "state file {} is corrupt ({reason}); it holds this node's private key, so it is not replaced automatically: repair it, or move it away to start as a new node",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never key material).
+        reason: String,
+    },
+    /// The OS random generator failed.
+    #[error("cannot generate a key: OS random generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+/// Where the identity of `iface` lives.
+pub fn state_file_path(state_dir: &Path, iface: &InterfaceName) -> PathBuf {
+    state_dir.join(format!("{}.json", iface.as_str()))
+}
+
+/// The mesh this node is in: what address derivation needs.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshParams<'a> {
+    /// The secret.
+    pub secret: &'a MeshSecret,
+    /// Values derived from it.
+    pub keys: &'a DerivedKeys,
+    /// `--mesh-subnet`, if given.
+    pub custom_subnet: Option<&'a MeshSubnet>,
+}
+
+impl MeshParams<'_> {
+    fn ipv4_in_subnet(&self, ip: Ipv4Addr) -> bool {
+        match self.custom_subnet {
+            Some(s) => s.contains(ip),
+            None => legacy_subnet(self.keys).contains(&ip),
+        }
+    }
+
+    fn ipv6_in_prefix(&self, ip: Ipv6Addr) -> bool {
+        ip.octets()[..8] == self.keys.mesh_prefix_v6
+    }
+}
+
+/// Decides the addresses for a stored identity: keep what is still inside this mesh's ranges,
+/// derive the rest. Returns the addresses and which fields changed. Pure.
+pub fn plan_addresses(
+    stored_ipv4: &str,
+    stored_ipv6: &str,
+    pubkey: &str,
+    mesh: &MeshParams<'_>,
+) -> (Ipv4Addr, Ipv6Addr, Vec<&'static str>) {
+    let mut changed = Vec::new();
+    let v4 = match stored_ipv4.parse::<Ipv4Addr>() {
+        Ok(ip) if mesh.ipv4_in_subnet(ip) => ip,
+        _ => {
+            changed.push("mesh_ip");
+            mesh_ipv4(mesh.keys, mesh.secret, pubkey, mesh.custom_subnet)
+        }
+    };
+    let v6 = match stored_ipv6.parse::<Ipv6Addr>() {
+        Ok(ip) if mesh.ipv6_in_prefix(ip) => ip,
+        _ => {
+            changed.push("mesh_ipv6");
+            mesh_ipv6(mesh.keys, mesh.secret, pubkey)
+        }
+    };
+    (v4, v6, changed)
+}
+
+/// Loads the identity of `iface` from `state_dir`, creating it on first use, and saves any
+/// address that had to be (re-)derived.
+pub fn load_or_create(
+    state_dir: &Path,
+    iface: &InterfaceName,
+    mesh: &MeshParams<'_>,
+) -> Result<(Identity, LoadOutcome), IdentityError> {
+    let dir_mode = ensure_private_dir(state_dir, DIR_MODE)?;
+    if dir_mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %state_dir.display(),
+            mode = format!("{dir_mode:o}"),
+            "state directory is accessible to other users; it holds private keys (chmod 700 it)"
+        );
+    }
+    let path = state_file_path(state_dir, iface);
+    match std::fs::read(&path) {
+        Ok(bytes) => load_existing(&path, &bytes, mesh),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(&path, mesh),
+        Err(source) => Err(FsError {
+            op: "read",
+            path,
+            source,
+        }
+        .into()),
+    }
+}
+
+fn load_existing(
+    path: &Path,
+    bytes: &[u8],
+    mesh: &MeshParams<'_>,
+) -> Result<(Identity, LoadOutcome), IdentityError> {
+    warn_if_loose(path);
+    let corrupt = |reason: String| IdentityError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let state: StateFile = serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json's message may quote a fragment of the input, which could be key material:
+        // report only the position.
+        corrupt(format!("not valid state JSON at line {} column {}", e.line(), e.column()))
+    })?;
+    let private = decode_wg_key(&state.wg_private_key)
+        .map_err(|e| corrupt(format!("wg_private_key: {e}")))?;
+    let private_key = StaticSecret::from(private);
+    let public_key = encode_key(PublicKey::from(&private_key).as_bytes());
+    if !state.wg_pubkey.is_empty() && state.wg_pubkey != public_key {
+        return Err(corrupt("wg_pubkey does not match wg_private_key".into()));
+    }
+    let (mesh_ip, mesh_ipv6, changed) =
+        plan_addresses(&state.mesh_ip, &state.mesh_ipv6, &public_key, mesh);
+    let identity = Identity {
+        private_key,
+        public_key,
+        mesh_ip,
+        mesh_ipv6,
+    };
+    let outcome = if changed.is_empty() && !state.wg_pubkey.is_empty() {
+        LoadOutcome::Loaded
+    } else {
+        save(path, &identity)?;
+        LoadOutcome::Updated(changed)
+    };
+    Ok((identity, outcome))
+}
+
+fn create(path: &Path, mesh: &MeshParams<'_>) -> Result<(Identity, LoadOutcome), IdentityError> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(IdentityError::Random)?;
+    // Clamp as `wg genkey` does, so the stored key is byte-identical to what wg tools show.
+    key[0] &= 248;
+    key[31] &= 127;
+    key[31] |= 64;
+    let private_key = StaticSecret::from(key);
+    let public_key = encode_key(PublicKey::from(&private_key).as_bytes());
+    let (mesh_ip, mesh_ipv6, _) = plan_addresses("", "", &public_key, mesh);
+    let identity = Identity {
+        private_key,
+        public_key,
+        mesh_ip,
+        mesh_ipv6,
+    };
+    save(path, &identity)?;
+    Ok((identity, LoadOutcome::Created))
+}
+
+/// Writes the identity atomically (temp file, fsync, rename, fsync directory), mode 0600.
+pub fn save(path: &Path, identity: &Identity) -> Result<(), IdentityError> {
+    let state = StateFile {
+        wg_pubkey: identity.public_key.clone(),
+        wg_private_key: encode_key(&identity.private_key.to_bytes()),
+        mesh_ip: identity.mesh_ip.to_string(),
+        mesh_ipv6: identity.mesh_ipv6.to_string(),
+    };
+    let mut text = serde_json::to_vec_pretty(&state)
+        .unwrap_or_else(|_| unreachable!("a struct of strings serialises"));
+    text.push(b'\n');
+    write_atomic(path, &text, FILE_MODE)?;
+    Ok(())
+}
+
+fn warn_if_loose(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "state file holding the private key is readable by other users (chmod 600 it)"
+            );
+        }
+    }
+}
+
+fn encode_key(bytes: &[u8; 32]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretOrigin;
+
+    struct Mesh {
+        secret: MeshSecret,
+        keys: DerivedKeys,
+    }
+
+    fn mesh(s: &str) -> Mesh {
+        let secret = MeshSecret::parse(s, SecretOrigin::Literal).unwrap();
+        let keys = DerivedKeys::derive(&secret);
+        Mesh { secret, keys }
+    }
+
+    impl Mesh {
+        fn params<'a>(&'a self, custom: Option<&'a MeshSubnet>) -> MeshParams<'a> {
+            MeshParams {
+                secret: &self.secret,
+                keys: &self.keys,
+                custom_subnet: custom,
+            }
+        }
+    }
+
+    fn wg0() -> InterfaceName {
+        "wg0".parse().unwrap()
+    }
+
+    #[test]
+    fn create_then_load_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mesh("test-secret-0123456789");
+        let (a, outcome) = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap();
+        assert_eq!(outcome, LoadOutcome::Created);
+        assert!(legacy_subnet(&m.keys).contains(&a.mesh_ip));
+        let (b, outcome) = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap();
+        assert_eq!(outcome, LoadOutcome::Loaded);
+        assert_eq!(a.public_key, b.public_key);
+        assert_eq!(a.private_key_bytes(), b.private_key_bytes());
+        assert_eq!((a.mesh_ip, a.mesh_ipv6), (b.mesh_ip, b.mesh_ipv6));
+        let path = state_file_path(dir.path(), &wg0());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\n  \"wg_pubkey\": "), "{text}");
+        assert!(!format!("{a:?}").contains(&encode_key(&a.private_key_bytes())));
+    }
+
+    #[test]
+    fn go_state_file_without_addresses_loads_and_gains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mesh("test-secret-0123456789");
+        // A key pair in Go's format (no mesh_ip / mesh_ipv6, as older Go versions wrote).
+        let secret = StaticSecret::from([7u8; 32]);
+        let public = encode_key(PublicKey::from(&secret).as_bytes());
+        let go = format!(
+            "{{\n  \"wg_pubkey\": \"{public}\",\n  \"wg_private_key\": \"{}\"\n}}",
+            encode_key(&secret.to_bytes())
+        );
+        std::fs::write(state_file_path(dir.path(), &wg0()), go).unwrap();
+        let (id, outcome) = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap();
+        assert_eq!(outcome, LoadOutcome::Updated(vec!["mesh_ip", "mesh_ipv6"]));
+        assert_eq!(id.public_key, public);
+        assert_eq!(id.mesh_ip, mesh_ipv4(&m.keys, &m.secret, &public, None));
+    }
+
+    #[test]
+    fn addresses_survive_rotation_only_while_inside_the_mesh() {
+        let m = mesh("test-secret-0123456789");
+        let custom: MeshSubnet = "192.168.100.0/24".parse().unwrap();
+        let pk = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let v6 = "fd9d:af5d:d5d0:b3c7::1234";
+        // Inside: kept even though it is not the derived address (rotation, collision).
+        let (v4, six, changed) = plan_addresses("10.78.1.2", v6, pk, &m.params(None));
+        assert_eq!((v4.to_string(), six.to_string(), changed.len()), ("10.78.1.2".into(), v6.into(), 0));
+        // Outside the legacy /16 or the custom subnet: re-derived.
+        let (v4, _, changed) = plan_addresses("10.79.1.2", v6, pk, &m.params(None));
+        assert_eq!((v4.to_string(), changed), ("10.78.54.191".into(), vec!["mesh_ip"]));
+        let (v4, _, _) = plan_addresses("10.78.1.2", v6, pk, &m.params(Some(&custom)));
+        assert_eq!(v4.to_string(), "192.168.100.84");
+        // IPv6 outside the mesh /64 (secret changed) is re-derived; garbage too.
+        let (_, six, changed) = plan_addresses("10.78.1.2", "fd00::1", pk, &m.params(None));
+        assert_eq!((six, changed), (mesh_ipv6(&m.keys, &m.secret, pk), vec!["mesh_ipv6"]));
+        let (_, _, changed) = plan_addresses("junk", "junk", pk, &m.params(None));
+        assert_eq!(changed, vec!["mesh_ip", "mesh_ipv6"]);
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_and_left_untouched() {
+        let m = mesh("test-secret-0123456789");
+        let valid = StaticSecret::from([7u8; 32]);
+        let cases = [
+            ("", "not valid state JSON"),
+            ("{\"wg_pubkey\": \"x\", \"wg_priv", "not valid state JSON"),
+            ("{\"wg_pubkey\": \"x\"}", "not valid state JSON"),
+            ("{\"wg_pubkey\": \"x\", \"wg_private_key\": \"short\"}", "wg_private_key"),
+            (
+                &*format!(
+                    "{{\"wg_pubkey\": \"{}\", \"wg_private_key\": \"{}\"}}",
+                    encode_key(&[1; 32]),
+                    encode_key(&valid.to_bytes())
+                ),
+                "does not match",
+            ),
+        ];
+        for (contents, reason) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = state_file_path(dir.path(), &wg0());
+            std::fs::write(&path, contents).unwrap();
+            let err = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains(reason), "{contents:?}: {text}");
+            assert!(!text.contains(&encode_key(&valid.to_bytes())), "{text}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), contents);
+        }
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mesh("test-secret-0123456789");
+        // A directory where the file should be: reading fails with something other than ENOENT.
+        std::fs::create_dir(state_file_path(dir.path(), &wg0())).unwrap();
+        let err = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap_err();
+        assert!(err.to_string().contains("wg0.json"), "{err}");
+    }
+}

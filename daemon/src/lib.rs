@@ -1,0 +1,27 @@
+//! `wgmeshd`: a decentralized WireGuard mesh daemon.
+//!
+//! Every node that knows one shared secret derives the same mesh parameters, finds the others and
+//! keeps its WireGuard device equal to what it has learned. The data path, top to bottom:
+//!
+//! - [`config`]: values parsed at the edge (secret, interface name, custom subnet). Pure.
+//! - [`crypto`]: everything derived from the secret, the mesh addresses and the AES-GCM envelope,
+//!   bit-compatible with Go wgmesh. Pure.
+//! - [`wire`]: discovery payloads and the Go-compatible JSON they travel as. Pure.
+//! - `identity` (feature `runtime`): the node's key pair and mesh addresses on disk.
+//! - `system` (feature `runtime`): the only code that touches the OS.
+//!
+//! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
+//! for its offline commands (`secret inspect`, `secret mesh-ip`, `debug decode-packet`).
+
+pub mod config;
+pub mod crypto;
+pub mod wire;
+
+#[cfg(feature = "runtime")]
+pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod identity;
+#[cfg(feature = "runtime")]
+pub mod logging;
+#[cfg(feature = "runtime")]
+pub mod system;

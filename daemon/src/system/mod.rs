@@ -1,0 +1,3 @@
+//! The only code that touches the OS. Everything above it takes values or traits.
+
+pub mod fs;

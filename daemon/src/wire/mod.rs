@@ -1,0 +1,10 @@
+//! Plaintext payloads of discovery messages and the Go-compatible JSON they travel as
+//! (crypto-and-wire §6.4, §7). Pure.
+
+pub mod announcement;
+pub mod gojson;
+pub mod key;
+
+pub use announcement::{AnnouncementError, KnownPeer, PROTOCOL, PeerAnnouncement};
+pub use gojson::to_go_json;
+pub use key::{KeyError, decode_wg_key};
