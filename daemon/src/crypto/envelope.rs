@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
 use crate::wire::gojson::null_as_default;
-use crate::wire::key::decode_go_base64;
 use crate::wire::{AnnouncementError, PROTOCOL, PeerAnnouncement, to_go_json};
 
 /// Largest datagram any receiver reads (Go `MaxExchangeSize`).
@@ -235,12 +234,16 @@ impl Envelope {
             Category::Eof => EnvelopeError::Truncated,
             _ => EnvelopeError::NotJson,
         })?;
-        let nonce = decode_go_base64(&outer.nonce).ok_or(EnvelopeError::Base64("nonce"))?;
+        // Canonical base64 only (Go's encoder never writes anything else): with no alternative
+        // spellings of the same bytes, any changed byte of a datagram makes it fail to open.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let nonce = b64.decode(&outer.nonce).map_err(|_| EnvelopeError::Base64("nonce"))?;
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|n: Vec<u8>| EnvelopeError::NonceLength(n.len()))?;
-        let sealed =
-            decode_go_base64(&outer.ciphertext).ok_or(EnvelopeError::Base64("ciphertext"))?;
+        let sealed = b64
+            .decode(&outer.ciphertext)
+            .map_err(|_| EnvelopeError::Base64("ciphertext"))?;
         if sealed.len() < TAG_LEN {
             return Err(EnvelopeError::CiphertextTooShort(sealed.len()));
         }

@@ -28,7 +28,7 @@ pub enum KeyError {
 
 /// Decodes base64 the way Go's `StdEncoding` does: `\r` and `\n` are ignored, padding is
 /// required, trailing bits may be non-zero.
-pub fn decode_go_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_go_base64(text: &str) -> Option<Vec<u8>> {
     let cleaned: String;
     let text = if text.contains(['\r', '\n']) {
         cleaned = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
