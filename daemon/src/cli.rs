@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{InterfaceName, MeshSecret, MeshSubnet, resolve_secret};
+use crate::config::{InterfaceName, MeshSubnet, SecretArgs};
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
 use crate::logging::{LogFormat, LogLevel};
@@ -16,7 +16,12 @@ use crate::logging::{LogFormat, LogLevel};
 /// wgmeshd: decentralized WireGuard mesh daemon. Every machine that knows the same secret joins
 /// the same mesh; there is no coordination server.
 #[derive(Debug, Parser)]
-#[command(name = "wgmeshd", version, propagate_version = true)]
+#[command(
+    name = "wgmeshd",
+    version,
+    propagate_version = true,
+    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log filter, overrides --log-level (e.g. wgmeshd=debug)"
+)]
 pub struct Cli {
     /// Log verbosity: debug, info, warn (or warning), error.
     #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
@@ -35,39 +40,6 @@ pub enum Command {
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
     Identity(IdentityArgs),
-}
-
-/// Where the mesh secret comes from. The first one given wins, in this order.
-#[derive(Debug, Clone, Args)]
-pub struct SecretArgs {
-    /// Mesh secret, raw or `wgmesh://v1/<secret>`. Visible to other users in the process list:
-    /// prefer --secret-file or the environment.
-    #[arg(long, value_name = "SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// File holding the mesh secret (surrounding whitespace ignored).
-    #[arg(long, value_name = "PATH")]
-    pub secret_file: Option<PathBuf>,
-}
-
-impl SecretArgs {
-    /// Resolves the secret from the flags, then `WGMESH_SECRET`, then `WGMESH_SECRET_FILE`,
-    /// warning about the weak choices.
-    pub fn resolve(&self) -> anyhow::Result<MeshSecret> {
-        let secret = resolve_secret(self.secret.as_deref(), self.secret_file.as_deref(), |k| {
-            std::env::var(k).ok()
-        })?;
-        if self.secret.is_some() {
-            tracing::warn!(
-                "--secret is visible to other users in the process list; prefer --secret-file or WGMESH_SECRET_FILE"
-            );
-        }
-        if !secret.was_uri_form() {
-            tracing::warn!(
-                "secret does not use the wgmesh:// format; it may have low entropy (create one with `wgmeshctl secret new`)"
-            );
-        }
-        Ok(secret)
-    }
 }
 
 /// Options of `wgmeshd identity`.
@@ -99,6 +71,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
     let secret = args.secret.resolve()?;
+    if let Some(warning) = args.secret.process_list_warning() {
+        tracing::warn!("{warning}");
+    }
+    if !secret.was_uri_form() {
+        tracing::warn!(
+            "secret does not use the wgmesh:// format and may have low entropy; create one with `wgmeshctl secret new`"
+        );
+    }
     let keys = DerivedKeys::derive(&secret);
     let mesh = MeshParams {
         secret: &secret,
@@ -109,7 +89,9 @@ fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
         .context("cannot load the node identity")?;
     let path = identity::state_file_path(&args.state_dir, &args.interface);
     match &outcome {
-        LoadOutcome::Created => tracing::info!(file = %path.display(), "created a new node identity"),
+        LoadOutcome::Created => {
+            tracing::info!(file = %path.display(), "created a new node identity")
+        }
         LoadOutcome::Updated(fields) => {
             tracing::info!(file = %path.display(), ?fields, "re-derived mesh addresses and saved them")
         }

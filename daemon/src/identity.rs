@@ -211,7 +211,11 @@ fn load_existing(
     let state: StateFile = serde_json::from_slice(bytes).map_err(|e| {
         // serde_json's message may quote a fragment of the input, which could be key material:
         // report only the position.
-        corrupt(format!("not valid state JSON at line {} column {}", e.line(), e.column()))
+        corrupt(format!(
+            "not valid state JSON at line {} column {}",
+            e.line(),
+            e.column()
+        ))
     })?;
     let private = decode_wg_key(&state.wg_private_key)
         .map_err(|e| corrupt(format!("wg_private_key: {e}")))?;
@@ -334,7 +338,10 @@ mod tests {
         assert_eq!((a.mesh_ip, a.mesh_ipv6), (b.mesh_ip, b.mesh_ipv6));
         let path = state_file_path(dir.path(), &wg0());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\n  \"wg_pubkey\": "), "{text}");
         assert!(!format!("{a:?}").contains(&encode_key(&a.private_key_bytes())));
@@ -366,15 +373,24 @@ mod tests {
         let v6 = "fd9d:af5d:d5d0:b3c7::1234";
         // Inside: kept even though it is not the derived address (rotation, collision).
         let (v4, six, changed) = plan_addresses("10.78.1.2", v6, pk, &m.params(None));
-        assert_eq!((v4.to_string(), six.to_string(), changed.len()), ("10.78.1.2".into(), v6.into(), 0));
+        assert_eq!(
+            (v4.to_string(), six.to_string(), changed.len()),
+            ("10.78.1.2".into(), v6.into(), 0)
+        );
         // Outside the legacy /16 or the custom subnet: re-derived.
         let (v4, _, changed) = plan_addresses("10.79.1.2", v6, pk, &m.params(None));
-        assert_eq!((v4.to_string(), changed), ("10.78.54.191".into(), vec!["mesh_ip"]));
+        assert_eq!(
+            (v4.to_string(), changed),
+            ("10.78.54.191".into(), vec!["mesh_ip"])
+        );
         let (v4, _, _) = plan_addresses("10.78.1.2", v6, pk, &m.params(Some(&custom)));
         assert_eq!(v4.to_string(), "192.168.100.84");
         // IPv6 outside the mesh /64 (secret changed) is re-derived; garbage too.
         let (_, six, changed) = plan_addresses("10.78.1.2", "fd00::1", pk, &m.params(None));
-        assert_eq!((six, changed), (mesh_ipv6(&m.keys, &m.secret, pk), vec!["mesh_ipv6"]));
+        assert_eq!(
+            (six, changed),
+            (mesh_ipv6(&m.keys, &m.secret, pk), vec!["mesh_ipv6"])
+        );
         let (_, _, changed) = plan_addresses("junk", "junk", pk, &m.params(None));
         assert_eq!(changed, vec!["mesh_ip", "mesh_ipv6"]);
     }
@@ -387,7 +403,10 @@ mod tests {
             ("", "not valid state JSON"),
             ("{\"wg_pubkey\": \"x\", \"wg_priv", "not valid state JSON"),
             ("{\"wg_pubkey\": \"x\"}", "not valid state JSON"),
-            ("{\"wg_pubkey\": \"x\", \"wg_private_key\": \"short\"}", "wg_private_key"),
+            (
+                "{\"wg_pubkey\": \"x\", \"wg_private_key\": \"short\"}",
+                "wg_private_key",
+            ),
             (
                 &*format!(
                     "{{\"wg_pubkey\": \"{}\", \"wg_private_key\": \"{}\"}}",

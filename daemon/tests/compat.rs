@@ -15,7 +15,9 @@ use wgmeshd::crypto::{
 use wgmeshd::wire::{PeerAnnouncement, to_go_json};
 
 fn data(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/compat").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/compat")
+        .join(rel)
 }
 
 fn json(rel: &str) -> Vec<Value> {
@@ -53,7 +55,11 @@ fn derive_keys_vectors() {
             s(&v["psk_base64"]),
             "{ctx}"
         );
-        assert_eq!(u64::from(k.gossip_port), v["gossip_port"].as_u64().unwrap(), "{ctx}");
+        assert_eq!(
+            u64::from(k.gossip_port),
+            v["gossip_port"].as_u64().unwrap(),
+            "{ctx}"
+        );
         assert_eq!(hex(&k.rendezvous_id), s(&v["rendezvous_id_hex"]), "{ctx}");
         assert_eq!(hex(&k.membership_key), s(&v["membership_key_hex"]), "{ctx}");
         assert_eq!(hex(&k.epoch_seed), s(&v["epoch_seed_hex"]), "{ctx}");
@@ -61,7 +67,11 @@ fn derive_keys_vectors() {
         assert_eq!(hourly.len(), 3);
         for h in hourly {
             let t: i64 = s(&h["unix_time"]).parse().unwrap();
-            assert_eq!(hex(&hourly_network_id(&secret, t)), s(&h["network_id_hex"]), "{ctx} t={t}");
+            assert_eq!(
+                hex(&hourly_network_id(&secret, t)),
+                s(&h["network_id_hex"]),
+                "{ctx} t={t}"
+            );
         }
     }
 }
@@ -75,13 +85,25 @@ fn mesh_ip_vectors() {
         let secret = secret(v);
         let k = DerivedKeys::derive(&secret);
         let pk = s(&v["wg_pubkey"]);
-        assert_eq!(mesh_ipv4(&k, &secret, pk, None).to_string(), s(&v["mesh_ip"]), "{pk}");
-        assert_eq!(mesh_ipv6(&k, &secret, pk).to_string(), s(&v["mesh_ipv6"]), "{pk}");
+        assert_eq!(
+            mesh_ipv4(&k, &secret, pk, None).to_string(),
+            s(&v["mesh_ip"]),
+            "{pk}"
+        );
+        assert_eq!(
+            mesh_ipv6(&k, &secret, pk).to_string(),
+            s(&v["mesh_ipv6"]),
+            "{pk}"
+        );
         for c in v["custom_subnets"].as_array().unwrap() {
             let subnet: MeshSubnet = s(&c["cidr"]).parse().unwrap();
             let sub = Some(&subnet);
             let ctx = format!("{pk} in {subnet}");
-            assert_eq!(mesh_ipv4(&k, &secret, pk, sub).to_string(), s(&c["mesh_ip"]), "{ctx}");
+            assert_eq!(
+                mesh_ipv4(&k, &secret, pk, sub).to_string(),
+                s(&c["mesh_ip"]),
+                "{ctx}"
+            );
             for (n, key) in [(1, "nonce1"), (2, "nonce2")] {
                 let got = mesh_ipv4_with_nonce(&k, &secret, pk, sub, n).to_string();
                 assert_eq!(got, s(&c[key]), "{ctx} nonce {n}");
@@ -137,8 +159,11 @@ fn go_envelope_fixture_v1() {
         .unwrap();
     assert_eq!(plaintext.len(), 183);
 
-    let secret =
-        MeshSecret::parse("wgmesh-envelope-compatibility-secret", SecretOrigin::Literal).unwrap();
+    let secret = MeshSecret::parse(
+        "wgmesh-envelope-compatibility-secret",
+        SecretOrigin::Literal,
+    )
+    .unwrap();
     let keys = DerivedKeys::derive(&secret);
     assert_eq!(
         hex(&keys.gossip_key),

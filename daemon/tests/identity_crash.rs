@@ -77,12 +77,19 @@ fn state_file_survives_sigkill_during_writes() {
         let text = std::fs::read_to_string(&path).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("round {round}: state file unreadable ({e}): {text:?}"));
-        assert_eq!(value["wg_pubkey"], original.public_key.as_str(), "round {round}");
+        assert_eq!(
+            value["wg_pubkey"],
+            original.public_key.as_str(),
+            "round {round}"
+        );
         seen_ips.insert(value["mesh_ip"].as_str().unwrap().to_owned());
         let reloaded = load(dir.path(), &subnets[round % 2]);
         assert_eq!(reloaded.public_key, original.public_key, "round {round}");
         assert_eq!(reloaded.private_key_bytes(), original.private_key_bytes());
     }
     // The children really were rewriting the file: both subnets' addresses were observed.
-    assert!(seen_ips.len() >= 2, "children never rewrote the file: {seen_ips:?}");
+    assert!(
+        seen_ips.len() >= 2,
+        "children never rewrote the file: {seen_ips:?}"
+    );
 }

@@ -78,7 +78,12 @@ fn announcement_strategy() -> impl Strategy<Value = PeerAnnouncement> {
     let text = "[ -~]{0,40}";
     (
         (text, text, text, text, any::<bool>()),
-        (proptest::collection::vec(text, 0..4), any::<i64>(), text, text),
+        (
+            proptest::collection::vec(text, 0..4),
+            any::<i64>(),
+            text,
+            text,
+        ),
         proptest::collection::vec((text, text, any::<bool>()), 0..4),
     )
         .prop_map(

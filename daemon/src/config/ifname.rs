@@ -106,14 +106,17 @@ mod tests {
         for name in ok {
             assert_eq!(name.parse::<InterfaceName>().unwrap().as_str(), name);
         }
-        let bad: &[(&str, fn(&E) -> bool)] = &[
+        type Check = fn(&E) -> bool;
+        let bad: &[(&str, Check)] = &[
             ("", |e| matches!(e, E::Empty)),
             ("wg\0", |e| matches!(e, E::Nul)),
             ("wg/0", |e| matches!(e, E::PathSeparator(_))),
             ("wg\\0", |e| matches!(e, E::PathSeparator(_))),
             (".", |e| matches!(e, E::Dots(_))),
             ("..", |e| matches!(e, E::Dots(_))),
-            ("abcdefghijklmnop", |e| matches!(e, E::TooLong { len: 16, .. })),
+            ("abcdefghijklmnop", |e| {
+                matches!(e, E::TooLong { len: 16, .. })
+            }),
             ("0wg", |e| matches!(e, E::Chars(_))),
             ("-wg", |e| matches!(e, E::Chars(_))),
             ("wg 0", |e| matches!(e, E::Chars(_))),
@@ -129,6 +132,9 @@ mod tests {
     #[test]
     fn too_long_message_names_the_kernel_limit() {
         let e = "abcdefghijklmnop".parse::<InterfaceName>().unwrap_err();
-        assert!(e.to_string().contains("maximum is 15 (kernel IFNAMSIZ limit)"));
+        assert!(
+            e.to_string()
+                .contains("maximum is 15 (kernel IFNAMSIZ limit)")
+        );
     }
 }

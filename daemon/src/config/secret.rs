@@ -203,12 +203,21 @@ mod tests {
         let long = "abcdefghijklmnopqrstuvwxyz";
         let cases: &[(&str, Result<&str, usize>)] = &[
             ("  mysecret-0123456789  ", Ok("mysecret-0123456789")),
-            ("wgmesh://v1/abcdefghijklmnopqr?relay=true", Ok("abcdefghijklmnopqr")),
-            ("wgmesh://v1/a/bcdefghijklmnopqrs", Ok("a/bcdefghijklmnopqrs")),
+            (
+                "wgmesh://v1/abcdefghijklmnopqr?relay=true",
+                Ok("abcdefghijklmnopqr"),
+            ),
+            (
+                "wgmesh://v1/a/bcdefghijklmnopqrs",
+                Ok("a/bcdefghijklmnopqrs"),
+            ),
             ("wgmesh://v9/abcdefghijklmnopqr", Ok("abcdefghijklmnopqr")),
             // No '/': the whole remainder, '?' kept (daemon path in Go).
             ("wgmesh://abcdefghijklmnop?x", Ok("abcdefghijklmnop?x")),
-            ("\twgmesh://v1/abcdefghijklmnopqr\n", Ok("abcdefghijklmnopqr")),
+            (
+                "\twgmesh://v1/abcdefghijklmnopqr\n",
+                Ok("abcdefghijklmnopqr"),
+            ),
             ("0123456789abcdef", Ok("0123456789abcdef")),
             ("0123456789abcde", Err(15)),
             ("wgmesh://v1/short?abcdefghijklmnop", Err(5)),
@@ -251,9 +260,11 @@ mod tests {
         let back = MeshSecret::parse(&s.to_uri(), SecretOrigin::Literal).unwrap();
         assert_eq!(back, s);
         assert!(back.was_uri_form());
-        assert!(!MeshSecret::parse("plain-secret-0123456", SecretOrigin::Literal)
-            .unwrap()
-            .was_uri_form());
+        assert!(
+            !MeshSecret::parse("plain-secret-0123456", SecretOrigin::Literal)
+                .unwrap()
+                .was_uri_form()
+        );
     }
 
     #[test]
@@ -271,18 +282,30 @@ mod tests {
         let got = |flag, f: Option<&Path>, env: &dyn Fn(&str) -> Option<String>| {
             resolve_secret(flag, f, env).map(|s| s.expose().to_owned())
         };
-        assert_eq!(got(Some("from-flag-0123456789"), Some(&file), &env).unwrap(), "from-flag-0123456789");
-        assert_eq!(got(None, Some(&file), &env).unwrap(), "from-file-0123456789");
+        assert_eq!(
+            got(Some("from-flag-0123456789"), Some(&file), &env).unwrap(),
+            "from-flag-0123456789"
+        );
+        assert_eq!(
+            got(None, Some(&file), &env).unwrap(),
+            "from-file-0123456789"
+        );
         assert_eq!(got(None, None, &env).unwrap(), "from-env-0123456789");
-        let only_file = |k: &str| (k == SECRET_FILE_ENV).then(|| env_file.to_string_lossy().into_owned());
-        assert_eq!(got(None, None, &only_file).unwrap(), "from-env-file-0123456789");
+        let only_file =
+            |k: &str| (k == SECRET_FILE_ENV).then(|| env_file.to_string_lossy().into_owned());
+        assert_eq!(
+            got(None, None, &only_file).unwrap(),
+            "from-env-file-0123456789"
+        );
         assert_eq!(got(None, None, &|_| None), Err(SecretError::Missing));
     }
 
     #[test]
     fn unreadable_file_names_the_path() {
-        let e = resolve_secret(None, Some(Path::new("/nonexistent/wgmesh-secret")), |_| None)
-            .unwrap_err();
+        let e = resolve_secret(None, Some(Path::new("/nonexistent/wgmesh-secret")), |_| {
+            None
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/wgmesh-secret"), "{e}");
     }
 }

@@ -93,13 +93,25 @@ mod tests {
             assert_eq!(s.to_string(), shown);
             assert_eq!(s.max_hosts(), hosts);
         }
-        assert_eq!("10.0.0.0/31".parse::<MeshSubnet>(), Err(SubnetError::TooSmall(31)));
-        assert_eq!("10.0.0.0/32".parse::<MeshSubnet>(), Err(SubnetError::TooSmall(32)));
+        assert_eq!(
+            "10.0.0.0/31".parse::<MeshSubnet>(),
+            Err(SubnetError::TooSmall(31))
+        );
+        assert_eq!(
+            "10.0.0.0/32".parse::<MeshSubnet>(),
+            Err(SubnetError::TooSmall(32))
+        );
         for v6 in ["fd00::/64", "2001:db8::/32", "::1/128"] {
-            assert!(matches!(v6.parse::<MeshSubnet>(), Err(SubnetError::NotIpv4(_))));
+            assert!(matches!(
+                v6.parse::<MeshSubnet>(),
+                Err(SubnetError::NotIpv4(_))
+            ));
         }
         for junk in ["not-a-cidr", "192.168.1.1", "10.0.0.0/33", ""] {
-            assert!(matches!(junk.parse::<MeshSubnet>(), Err(SubnetError::NotCidr(_))), "{junk}");
+            assert!(
+                matches!(junk.parse::<MeshSubnet>(), Err(SubnetError::NotCidr(_))),
+                "{junk}"
+            );
         }
     }
 }

@@ -158,10 +158,12 @@ pub fn hourly_network_id(secret: &MeshSecret, unix_seconds: i64) -> [u8; 20] {
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -180,7 +182,10 @@ mod tests {
         assert_eq!(k.mesh_id(), "b6ed1c46b140");
         assert_eq!(k.ipv6_prefix_text(), "fd9d:af5d:d5d0:b3c7::/64");
         assert_eq!(k.lan_multicast().to_string(), "239.192.195.219:51830");
-        assert_eq!((k.gossip_port, k.dht_port(), k.probe_port()), (52190, 52191, 54190));
+        assert_eq!(
+            (k.gossip_port, k.dht_port(), k.probe_port()),
+            (52190, 52191, 54190)
+        );
         let demo = DerivedKeys::derive(&secret("wgmesh-demo-secret-long-enough"));
         // Go zero-pads every group: "042a", not "42a".
         assert_eq!(demo.ipv6_prefix_text(), "fd74:042a:933a:8b2d::/64");

@@ -106,7 +106,9 @@ pub enum EnvelopeError {
     #[error("envelope ciphertext is {0} bytes, shorter than the 16-byte tag")]
     CiphertextTooShort(usize),
     /// AES-GCM authentication failed: another mesh's secret, or bytes changed in transit.
-    #[error("envelope does not authenticate: sealed with a different mesh secret, or modified in transit")]
+    #[error(
+        "envelope does not authenticate: sealed with a different mesh secret, or modified in transit"
+    )]
     Authentication,
     /// The decrypted payload is not a JSON object with integer timestamp.
     #[error("decrypted payload is not valid JSON: {0}")]
@@ -200,7 +202,9 @@ impl Envelope {
         let ciphertext = self
             .cipher
             .encrypt(&Nonce::from(*nonce), plaintext.as_slice())
-            .unwrap_or_else(|_| unreachable!("AES-GCM encryption of a datagram-sized payload cannot fail"));
+            .unwrap_or_else(|_| {
+                unreachable!("AES-GCM encryption of a datagram-sized payload cannot fail")
+            });
         let b64 = base64::engine::general_purpose::STANDARD;
         // Type names are fixed ASCII and base64 needs no escaping, so this is exactly Go's
         // compact encoding of the outer struct.
@@ -226,7 +230,11 @@ impl Envelope {
     }
 
     /// Opens a datagram: steps 1–7 of crypto-and-wire §6.3 (no payload validation).
-    pub fn open_raw(&self, datagram: &[u8], now: SystemTime) -> Result<OpenedEnvelope, EnvelopeError> {
+    pub fn open_raw(
+        &self,
+        datagram: &[u8],
+        now: SystemTime,
+    ) -> Result<OpenedEnvelope, EnvelopeError> {
         if datagram.len() > MAX_DATAGRAM_LEN {
             return Err(EnvelopeError::Oversized(datagram.len()));
         }
@@ -237,7 +245,9 @@ impl Envelope {
         // Canonical base64 only (Go's encoder never writes anything else): with no alternative
         // spellings of the same bytes, any changed byte of a datagram makes it fail to open.
         let b64 = base64::engine::general_purpose::STANDARD;
-        let nonce = b64.decode(&outer.nonce).map_err(|_| EnvelopeError::Base64("nonce"))?;
+        let nonce = b64
+            .decode(&outer.nonce)
+            .map_err(|_| EnvelopeError::Base64("nonce"))?;
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|n: Vec<u8>| EnvelopeError::NonceLength(n.len()))?;
@@ -257,8 +267,8 @@ impl Envelope {
             return Err(EnvelopeError::Protocol(header.protocol));
         }
         check_freshness(header.timestamp, now)?;
-        let msg_type =
-            MessageType::from_wire(&outer.msg_type).ok_or(EnvelopeError::UnknownType(outer.msg_type))?;
+        let msg_type = MessageType::from_wire(&outer.msg_type)
+            .ok_or(EnvelopeError::UnknownType(outer.msg_type))?;
         Ok(OpenedEnvelope {
             msg_type,
             plaintext,
@@ -328,10 +338,16 @@ mod tests {
         assert!(env.open_raw(&d, at(1600)).is_ok());
         assert!(env.open_raw(&d, at(400)).is_ok());
         assert_eq!(env.open_raw(&d, at(1601)), Err(EnvelopeError::Stale(601)));
-        assert_eq!(env.open_raw(&d, at(399)), Err(EnvelopeError::FromFuture(601)));
+        assert_eq!(
+            env.open_raw(&d, at(399)),
+            Err(EnvelopeError::FromFuture(601))
+        );
         // Sub-second precision counts: 600.5 s old is stale.
         let late = at(1600) + Duration::from_millis(500);
-        assert!(matches!(env.open_raw(&d, late), Err(EnvelopeError::Stale(600))));
+        assert!(matches!(
+            env.open_raw(&d, late),
+            Err(EnvelopeError::Stale(600))
+        ));
     }
 
     #[test]
@@ -339,8 +355,14 @@ mod tests {
         let env = Envelope::new(&[1; 32]);
         let d = env.seal_with_nonce(MessageType::Hello, &sample(1000), &[9; 12]);
         let now = at(1000);
-        assert_eq!(env.open_raw(&d[..d.len() - 5], now), Err(EnvelopeError::Truncated));
-        assert_eq!(env.open_raw(b"\x00\x01garbage", now), Err(EnvelopeError::NotJson));
+        assert_eq!(
+            env.open_raw(&d[..d.len() - 5], now),
+            Err(EnvelopeError::Truncated)
+        );
+        assert_eq!(
+            env.open_raw(b"\x00\x01garbage", now),
+            Err(EnvelopeError::NotJson)
+        );
         assert_eq!(env.open_raw(b"[1,2]", now), Err(EnvelopeError::NotJson));
         assert_eq!(
             env.open_raw(&vec![b' '; MAX_DATAGRAM_LEN + 1], now),
@@ -350,12 +372,22 @@ mod tests {
             Envelope::new(&[2; 32]).open_raw(&d, now),
             Err(EnvelopeError::Authentication)
         );
-        let short_nonce = br#"{"type":"HELLO","nonce":"AAAA","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#;
-        assert_eq!(env.open_raw(short_nonce, now), Err(EnvelopeError::NonceLength(3)));
+        let short_nonce =
+            br#"{"type":"HELLO","nonce":"AAAA","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#;
+        assert_eq!(
+            env.open_raw(short_nonce, now),
+            Err(EnvelopeError::NonceLength(3))
+        );
         let bad_b64 = br#"{"type":"HELLO","nonce":"!!!!","ciphertext":""}"#;
-        assert_eq!(env.open_raw(bad_b64, now), Err(EnvelopeError::Base64("nonce")));
+        assert_eq!(
+            env.open_raw(bad_b64, now),
+            Err(EnvelopeError::Base64("nonce"))
+        );
         let short_ct = br#"{"type":"HELLO","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"AAAA"}"#;
-        assert_eq!(env.open_raw(short_ct, now), Err(EnvelopeError::CiphertextTooShort(3)));
+        assert_eq!(
+            env.open_raw(short_ct, now),
+            Err(EnvelopeError::CiphertextTooShort(3))
+        );
     }
 
     #[test]
@@ -367,14 +399,23 @@ mod tests {
             // parse: a bare string is valid JSON but not an object.
             env.seal_with_nonce(MessageType::Hello, "hello", &[3; 12])
         };
-        assert!(matches!(env.open_raw(&not_json, now), Err(EnvelopeError::PayloadNotJson(_))));
+        assert!(matches!(
+            env.open_raw(&not_json, now),
+            Err(EnvelopeError::PayloadNotJson(_))
+        ));
         let mut other = sample(1000);
         other.protocol = "wgmesh-v2".into();
         let d = env.seal_with_nonce(MessageType::Hello, &other, &[3; 12]);
-        assert_eq!(env.open_raw(&d, now), Err(EnvelopeError::Protocol("wgmesh-v2".into())));
+        assert_eq!(
+            env.open_raw(&d, now),
+            Err(EnvelopeError::Protocol("wgmesh-v2".into()))
+        );
         let float_ts = serde_json::json!({"protocol": "wgmesh-v1", "timestamp": 1000.5});
         let d = env.seal_with_nonce(MessageType::Hello, &float_ts, &[3; 12]);
-        assert!(matches!(env.open_raw(&d, now), Err(EnvelopeError::PayloadNotJson(_))));
+        assert!(matches!(
+            env.open_raw(&d, now),
+            Err(EnvelopeError::PayloadNotJson(_))
+        ));
         let d = env.seal_with_nonce(MessageType::Hello, &sample(1000), &[3; 12]);
         let renamed = String::from_utf8(d).unwrap().replace("HELLO", "PING");
         assert_eq!(
@@ -386,7 +427,8 @@ mod tests {
         let d = env.seal_with_nonce(MessageType::Announce, &bad, &[3; 12]);
         let err = env.open_announcement(&d, now).unwrap_err();
         assert!(err.to_string().contains("MeshIP"), "{err}");
-        let goodbye = serde_json::json!({"protocol": "wgmesh-v1", "timestamp": 1000, "wg_pubkey": "x"});
+        let goodbye =
+            serde_json::json!({"protocol": "wgmesh-v1", "timestamp": 1000, "wg_pubkey": "x"});
         let d = env.seal_with_nonce(MessageType::Goodbye, &goodbye, &[3; 12]);
         assert!(env.open_raw(&d, now).is_ok());
         assert_eq!(

@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(nonce("pubkey-38236", 1), "10.78.0.1");
         assert_eq!(nonce("pubkey-69976", 1), "10.78.255.254");
         assert_eq!(legacy_subnet(&k).to_string(), "10.78.0.0/16");
-        assert_eq!(mesh_ipv6(&k, &s, P).to_string(), "fd9d:af5d:d5d0:b3c7:f23d:e330:c650:290");
+        assert_eq!(
+            mesh_ipv6(&k, &s, P).to_string(),
+            "fd9d:af5d:d5d0:b3c7:f23d:e330:c650:290"
+        );
     }
 
     #[test]
@@ -147,7 +150,11 @@ mod tests {
         for (cidr, base, n1) in cases {
             let sub: MeshSubnet = cidr.parse().unwrap();
             assert_eq!(mesh_ipv4(&k, &s, P, Some(&sub)).to_string(), base, "{cidr}");
-            assert_eq!(mesh_ipv4_with_nonce(&k, &s, P, Some(&sub), 1).to_string(), n1, "{cidr}");
+            assert_eq!(
+                mesh_ipv4_with_nonce(&k, &s, P, Some(&sub), 1).to_string(),
+                n1,
+                "{cidr}"
+            );
         }
     }
 }

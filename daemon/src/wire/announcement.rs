@@ -29,34 +29,62 @@ pub struct PeerAnnouncement {
     #[serde(default, deserialize_with = "null_as_default")]
     pub wg_pubkey: String,
     /// Sender's hostname.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub hostname: String,
     /// Sender's mesh IPv4 (any IP text passes validation).
     #[serde(default, deserialize_with = "null_as_default")]
     pub mesh_ip: String,
     /// Sender's mesh IPv6.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub mesh_ipv6: String,
     /// Sender's WireGuard endpoint `host:port`; may be empty or a wildcard before discovery.
     #[serde(default, deserialize_with = "null_as_default")]
     pub wg_endpoint: String,
     /// Sender runs as an introducer.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
     pub introducer: bool,
     /// CIDRs the sender routes for.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub routable_networks: Vec<String>,
     /// Unix seconds at creation.
     #[serde(default, deserialize_with = "null_as_default")]
     pub timestamp: i64,
     /// Peers the sender knows (transitive discovery).
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub known_peers: Vec<KnownPeer>,
     /// REPLY only: the HELLO's source address as the replier saw it.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub observed_endpoint: String,
     /// `cone`, `symmetric` or `unknown`.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub nat_type: String,
 }
 
@@ -67,22 +95,38 @@ pub struct KnownPeer {
     #[serde(default, deserialize_with = "null_as_default")]
     pub wg_pubkey: String,
     /// The peer's hostname.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub hostname: String,
     /// The peer's mesh IPv4.
     #[serde(default, deserialize_with = "null_as_default")]
     pub mesh_ip: String,
     /// The peer's mesh IPv6.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub mesh_ipv6: String,
     /// The peer's WireGuard endpoint.
     #[serde(default, deserialize_with = "null_as_default")]
     pub wg_endpoint: String,
     /// The peer runs as an introducer.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_false"
+    )]
     pub introducer: bool,
     /// The peer's NAT type.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub nat_type: String,
 }
 
@@ -126,9 +170,16 @@ pub enum AnnouncementError {
 impl PeerAnnouncement {
     /// Go's `PeerAnnouncement.Validate` (crypto-and-wire §7.2).
     pub fn validate(&self) -> Result<(), AnnouncementError> {
-        validate_common(&self.wg_pubkey, &self.mesh_ip, &self.wg_endpoint, &self.hostname)?;
+        validate_common(
+            &self.wg_pubkey,
+            &self.mesh_ip,
+            &self.wg_endpoint,
+            &self.hostname,
+        )?;
         if self.routable_networks.len() > MAX_ROUTABLE_NETWORKS {
-            return Err(AnnouncementError::TooManyRoutes(self.routable_networks.len()));
+            return Err(AnnouncementError::TooManyRoutes(
+                self.routable_networks.len(),
+            ));
         }
         if let Some(bad) = self
             .routable_networks
@@ -153,7 +204,12 @@ impl PeerAnnouncement {
 impl KnownPeer {
     /// Go's `KnownPeer.Validate`.
     pub fn validate(&self) -> Result<(), AnnouncementError> {
-        validate_common(&self.wg_pubkey, &self.mesh_ip, &self.wg_endpoint, &self.hostname)
+        validate_common(
+            &self.wg_pubkey,
+            &self.mesh_ip,
+            &self.wg_endpoint,
+            &self.hostname,
+        )
     }
 }
 
@@ -171,7 +227,8 @@ fn validate_common(
         return Err(AnnouncementError::MeshIp(mesh_ip.to_owned()));
     }
     if !endpoint.is_empty() {
-        check_endpoint(endpoint).map_err(|why| AnnouncementError::Endpoint(endpoint.to_owned(), why))?;
+        check_endpoint(endpoint)
+            .map_err(|why| AnnouncementError::Endpoint(endpoint.to_owned(), why))?;
     }
     if hostname.len() > MAX_HOSTNAME_LEN {
         return Err(AnnouncementError::Hostname("longer than 253 bytes"));
@@ -238,9 +295,11 @@ mod tests {
         }
     }
 
+    type Change = Box<dyn Fn(&mut PeerAnnouncement)>;
+
     #[test]
     fn validation_accepts_go_test_cases() {
-        let pass: Vec<Box<dyn Fn(&mut PeerAnnouncement)>> = vec![
+        let pass: Vec<Change> = vec![
             Box::new(|_| {}),
             Box::new(|a| a.routable_networks = vec!["192.168.1.0/24".into(), "10.1.0.0/16".into()]),
             Box::new(|a| a.hostname = "node-1.example.com".into()),
@@ -263,30 +322,111 @@ mod tests {
     #[test]
     fn validation_rejects_go_test_cases() {
         use AnnouncementError as E;
-        type Case = (Box<dyn Fn(&mut PeerAnnouncement)>, fn(&E) -> bool);
+        type Case = (Change, fn(&E) -> bool);
         let fail: Vec<Case> = vec![
-            (Box::new(|a| a.wg_pubkey = String::new()), |e| matches!(e, E::PublicKey(KeyError::Empty))),
-            (Box::new(|a| a.wg_pubkey = "not-valid-base64!!!".into()), |e| matches!(e, E::PublicKey(KeyError::Base64))),
-            (Box::new(|a| a.wg_pubkey = "AAAAAAAAAAAAAAAAAAAAAA==".into()), |e| matches!(e, E::PublicKey(KeyError::Length(16)))),
-            (Box::new(|a| a.mesh_ip = String::new()), |e| matches!(e, E::MeshIpEmpty)),
-            (Box::new(|a| a.mesh_ip = "not-an-ip".into()), |e| matches!(e, E::MeshIp(_))),
-            (Box::new(|a| a.mesh_ip = "10.0.0.1/24".into()), |e| matches!(e, E::MeshIp(_))),
-            (Box::new(|a| a.wg_endpoint = "1.2.3.4".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.wg_endpoint = "1.2.3.4:0".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.wg_endpoint = "1.2.3.4:70000".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.wg_endpoint = "1.2.3.4:65536".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.wg_endpoint = "::1:51820".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.wg_endpoint = "[::1]x:51820".into()), |e| matches!(e, E::Endpoint(..))),
-            (Box::new(|a| a.routable_networks = vec!["not-a-cidr".into()]), |e| matches!(e, E::Route(_))),
-            (Box::new(|a| a.routable_networks = vec!["192.168.1.1".into()]), |e| matches!(e, E::Route(_))),
-            (Box::new(|a| a.routable_networks = vec!["10.0.0.0/8".into(); 101]), |e| matches!(e, E::TooManyRoutes(101))),
-            (Box::new(|a| a.hostname = "a".repeat(254)), |e| matches!(e, E::Hostname(_))),
-            (Box::new(|a| a.hostname = "node\0evil".into()), |e| matches!(e, E::Hostname(_))),
-            (Box::new(|a| a.hostname = "node\u{1}bad".into()), |e| matches!(e, E::Hostname(_))),
-            (Box::new(|a| a.known_peers = vec![KnownPeer { wg_pubkey: "bad".into(), mesh_ip: "10.0.0.2".into(), ..Default::default() }]), |e| matches!(e, E::KnownPeer { index: 0, .. })),
-            (Box::new(|a| a.known_peers = vec![KnownPeer { wg_pubkey: KEY.into(), mesh_ip: "bogus".into(), ..Default::default() }]), |e| matches!(e, E::KnownPeer { .. })),
-            (Box::new(|a| a.known_peers = vec![KnownPeer { wg_pubkey: KEY.into(), mesh_ip: "10.0.0.2".into(), hostname: "x\u{7f}".into(), ..Default::default() }]), |e| matches!(e, E::KnownPeer { .. })),
-            (Box::new(|a| a.known_peers = vec![KnownPeer { wg_pubkey: KEY.into(), mesh_ip: "10.0.0.2".into(), ..Default::default() }; 1001]), |e| matches!(e, E::TooManyKnownPeers(1001))),
+            (Box::new(|a| a.wg_pubkey = String::new()), |e| {
+                matches!(e, E::PublicKey(KeyError::Empty))
+            }),
+            (
+                Box::new(|a| a.wg_pubkey = "not-valid-base64!!!".into()),
+                |e| matches!(e, E::PublicKey(KeyError::Base64)),
+            ),
+            (
+                Box::new(|a| a.wg_pubkey = "AAAAAAAAAAAAAAAAAAAAAA==".into()),
+                |e| matches!(e, E::PublicKey(KeyError::Length(16))),
+            ),
+            (Box::new(|a| a.mesh_ip = String::new()), |e| {
+                matches!(e, E::MeshIpEmpty)
+            }),
+            (Box::new(|a| a.mesh_ip = "not-an-ip".into()), |e| {
+                matches!(e, E::MeshIp(_))
+            }),
+            (Box::new(|a| a.mesh_ip = "10.0.0.1/24".into()), |e| {
+                matches!(e, E::MeshIp(_))
+            }),
+            (Box::new(|a| a.wg_endpoint = "1.2.3.4".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (Box::new(|a| a.wg_endpoint = "1.2.3.4:0".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (Box::new(|a| a.wg_endpoint = "1.2.3.4:70000".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (Box::new(|a| a.wg_endpoint = "1.2.3.4:65536".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (Box::new(|a| a.wg_endpoint = "::1:51820".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (Box::new(|a| a.wg_endpoint = "[::1]x:51820".into()), |e| {
+                matches!(e, E::Endpoint(..))
+            }),
+            (
+                Box::new(|a| a.routable_networks = vec!["not-a-cidr".into()]),
+                |e| matches!(e, E::Route(_)),
+            ),
+            (
+                Box::new(|a| a.routable_networks = vec!["192.168.1.1".into()]),
+                |e| matches!(e, E::Route(_)),
+            ),
+            (
+                Box::new(|a| a.routable_networks = vec!["10.0.0.0/8".into(); 101]),
+                |e| matches!(e, E::TooManyRoutes(101)),
+            ),
+            (Box::new(|a| a.hostname = "a".repeat(254)), |e| {
+                matches!(e, E::Hostname(_))
+            }),
+            (Box::new(|a| a.hostname = "node\0evil".into()), |e| {
+                matches!(e, E::Hostname(_))
+            }),
+            (Box::new(|a| a.hostname = "node\u{1}bad".into()), |e| {
+                matches!(e, E::Hostname(_))
+            }),
+            (
+                Box::new(|a| {
+                    a.known_peers = vec![KnownPeer {
+                        wg_pubkey: "bad".into(),
+                        mesh_ip: "10.0.0.2".into(),
+                        ..Default::default()
+                    }]
+                }),
+                |e| matches!(e, E::KnownPeer { index: 0, .. }),
+            ),
+            (
+                Box::new(|a| {
+                    a.known_peers = vec![KnownPeer {
+                        wg_pubkey: KEY.into(),
+                        mesh_ip: "bogus".into(),
+                        ..Default::default()
+                    }]
+                }),
+                |e| matches!(e, E::KnownPeer { .. }),
+            ),
+            (
+                Box::new(|a| {
+                    a.known_peers = vec![KnownPeer {
+                        wg_pubkey: KEY.into(),
+                        mesh_ip: "10.0.0.2".into(),
+                        hostname: "x\u{7f}".into(),
+                        ..Default::default()
+                    }]
+                }),
+                |e| matches!(e, E::KnownPeer { .. }),
+            ),
+            (
+                Box::new(|a| {
+                    a.known_peers = vec![
+                        KnownPeer {
+                            wg_pubkey: KEY.into(),
+                            mesh_ip: "10.0.0.2".into(),
+                            ..Default::default()
+                        };
+                        1001
+                    ]
+                }),
+                |e| matches!(e, E::TooManyKnownPeers(1001)),
+            ),
         ];
         for (i, (change, check)) in fail.iter().enumerate() {
             let mut a = base();
@@ -303,7 +443,10 @@ mod tests {
         assert_eq!(a.observed_endpoint, "");
         let nulls = r#"{"protocol":"wgmesh-v1","hostname":null,"known_peers":null,"introducer":null,"future_field":[1,2]}"#;
         let a: PeerAnnouncement = serde_json::from_str(nulls).unwrap();
-        assert_eq!((a.timestamp, a.known_peers.len(), a.introducer), (0, 0, false));
+        assert_eq!(
+            (a.timestamp, a.known_peers.len(), a.introducer),
+            (0, 0, false)
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub fn decode_wg_key(text: &str) -> Result<[u8; 32], KeyError> {
         return Err(KeyError::Empty);
     }
     let bytes = decode_go_base64(text).ok_or(KeyError::Base64)?;
-    bytes.try_into().map_err(|b: Vec<u8>| KeyError::Length(b.len()))
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| KeyError::Length(b.len()))
 }
 
 #[cfg(test)]
@@ -64,6 +66,9 @@ mod tests {
         assert_eq!(decode_wg_key("not-valid-base64!!!"), Err(KeyError::Base64));
         // Unpadded: Go's StdEncoding rejects it.
         assert_eq!(decode_wg_key(&zero[..43]), Err(KeyError::Base64));
-        assert_eq!(decode_wg_key("AAAAAAAAAAAAAAAAAAAAAA=="), Err(KeyError::Length(16)));
+        assert_eq!(
+            decode_wg_key("AAAAAAAAAAAAAAAAAAAAAA=="),
+            Err(KeyError::Length(16))
+        );
     }
 }
