@@ -54,7 +54,8 @@ fn hkdf<const N: usize>(secret: &[u8], info: &str) -> [u8; N] {
     out
 }
 
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+/// SHA-256 of the concatenation of `parts`.
+pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);

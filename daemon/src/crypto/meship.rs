@@ -4,18 +4,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv4Net;
-use sha2::{Digest, Sha256};
 
 use super::DerivedKeys;
+use super::derive::sha256;
 use crate::config::{MeshSecret, MeshSubnet};
-
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
 
 /// The default (legacy) mesh subnet `10.<mesh_subnet[0]>.0.0/16`.
 pub fn legacy_subnet(keys: &DerivedKeys) -> Ipv4Net {
