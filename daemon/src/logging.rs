@@ -54,13 +54,14 @@ impl LogLevel {
     }
 }
 
-/// Installs the global subscriber. Dependencies' own logs are kept at `warn` unless
-/// `RUST_LOG` says otherwise.
+/// Installs the global subscriber. The embedded WireGuard engine logs one line per peer change
+/// at `info`, so it is kept at `warn` unless `RUST_LOG` says otherwise.
 pub fn init(level: LogLevel, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::builder()
-        .with_default_directive(level.as_filter().into())
-        .from_env_lossy();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ => EnvFilter::new(format!("{},gotatun=warn", level.as_filter())),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,4 +1,6 @@
-//! Helpers for end-to-end tests of `wgmeshd` and `wgmeshctl` (the network lab grows here).
+//! Helpers for end-to-end tests of `wgmeshd` and `wgmeshctl`, and the network lab ([`lab`]).
+
+pub mod lab;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,3 +27,4 @@ pub fn binary(name: &str) -> PathBuf {
     }
     path
 }
+pub mod node;

@@ -1,3 +1,5 @@
 //! The only code that touches the OS. Everything above it takes values or traits.
 
 pub mod fs;
+pub mod net;
+pub mod wg;

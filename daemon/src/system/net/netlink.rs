@@ -1,0 +1,583 @@
+//! The async shell: one rtnetlink handle, requests for links, addresses and routes. Decisions are
+//! in `plan.rs`; here values only move between the kernel and those functions.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::pin;
+
+use futures_util::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteVia,
+};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkWireguard, RouteMessageBuilder};
+
+use super::plan::{DesiredRoute, InstalledRoute, plan_address_sync, plan_route_sync};
+use super::{NetError, ROUTE_PROTOCOL};
+
+/// What [`Netlink::sync_routes`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSyncReport {
+    /// Routes installed or updated in place.
+    pub replaced: Vec<DesiredRoute>,
+    /// Our routes deleted.
+    pub removed: Vec<InstalledRoute>,
+    /// Desired routes that were already installed exactly.
+    pub unchanged: usize,
+    /// Desired routes not installed because another owner routes that prefix (see
+    /// [`super::plan_route_sync`]).
+    pub foreign: Vec<DesiredRoute>,
+}
+
+/// What [`Netlink::sync_addresses`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressSyncReport {
+    /// Addresses added.
+    pub added: Vec<IpNet>,
+    /// Addresses removed.
+    pub removed: Vec<IpNet>,
+    /// Desired addresses that were already present at the start.
+    pub unchanged: usize,
+}
+
+/// The daemon's rtnetlink connection. Cheap to clone; the connection task (spawned by
+/// [`Netlink::connect`]) ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// The errno of a netlink error reply, if the error is one.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
+        _ => None,
+    }
+}
+
+fn to_io(e: rtnetlink::Error) -> io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => msg.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn failure(op: &'static str, target: String) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    move |e| NetError::Netlink {
+        op,
+        target,
+        source: to_io(e),
+    }
+}
+
+/// `Ok(())` for success and for the errnos in `benign`, which mean "already done".
+fn tolerate(result: Result<(), rtnetlink::Error>, benign: &[i32]) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(e) if errno(&e).is_some_and(|n| benign.contains(&n)) => Ok(()),
+        other => other,
+    }
+}
+
+impl Netlink {
+    /// Opens an rtnetlink socket (with `NETLINK_GET_STRICT_CHK`, so dumps are filtered by the
+    /// kernel) in the calling thread's network namespace and spawns its connection task on the
+    /// current tokio runtime.
+    pub async fn connect() -> Result<Self, NetError> {
+        let (connection, handle, _unsolicited) = rtnetlink::new_connection_with_strict_check()
+            .map_err(|source| NetError::Connect { source })?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    // ---- links ---------------------------------------------------------------------------
+
+    async fn link_by_name(&self, ifname: &str) -> Result<Option<LinkMessage>, NetError> {
+        let mut links = pin!(self.handle.link().get().match_name(ifname).execute());
+        match links.try_next().await {
+            Ok(found) => Ok(found),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(failure("look up", format!("link {ifname}"))(e)),
+        }
+    }
+
+    /// The index of the link named `ifname`, `None` when there is none.
+    pub async fn link_index(&self, ifname: &str) -> Result<Option<u32>, NetError> {
+        Ok(self
+            .link_by_name(ifname)
+            .await?
+            .map(|link| link.header.index))
+    }
+
+    /// Creates a kernel WireGuard link named `ifname` (kind `wireguard`) and returns its index.
+    /// An existing WireGuard link of that name is reused. Without kernel support this fails with
+    /// [`NetError::WireGuardUnsupported`]: the caller's cue to use the userspace backend.
+    pub async fn create_wireguard_link(&self, ifname: &str) -> Result<u32, NetError> {
+        let added = self
+            .handle
+            .link()
+            .add(LinkWireguard::new(ifname).build())
+            .execute()
+            .await;
+        match added {
+            Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
+                return Err(NetError::WireGuardUnsupported {
+                    ifname: ifname.to_owned(),
+                    source: to_io(e),
+                });
+            }
+            Err(e) if errno(&e) != Some(libc::EEXIST) => {
+                return Err(failure("create", format!("WireGuard link {ifname}"))(e));
+            }
+            _ => {}
+        }
+        let Some(link) = self.link_by_name(ifname).await? else {
+            return Err(NetError::Netlink {
+                op: "look up",
+                target: format!("new WireGuard link {ifname}"),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        };
+        match link_kind(&link) {
+            Some(InfoKind::Wireguard) => {
+                tracing::info!(ifname, index = link.header.index, "WireGuard link ready");
+                Ok(link.header.index)
+            }
+            kind => Err(NetError::LinkKindMismatch {
+                ifname: ifname.to_owned(),
+                kind: kind.map_or_else(|| "unknown".to_owned(), |k| k.to_string()),
+            }),
+        }
+    }
+
+    /// Deletes the link named `ifname`; a link that does not exist is success.
+    pub async fn delete_link(&self, ifname: &str) -> Result<(), NetError> {
+        let Some(index) = self.link_index(ifname).await? else {
+            return Ok(());
+        };
+        let deleted = self.handle.link().del(index).execute().await;
+        tolerate(deleted, &[libc::ENODEV]).map_err(failure("delete", format!("link {ifname}")))?;
+        tracing::info!(ifname, index, "link deleted");
+        Ok(())
+    }
+
+    /// Sets the link administratively up (`ip link set up`).
+    pub async fn set_link_up(&self, ifindex: u32) -> Result<(), NetError> {
+        let msg = LinkUnspec::new_with_index(ifindex).up().build();
+        self.change_link(ifindex, "set up", msg).await
+    }
+
+    /// Sets the link administratively down.
+    pub async fn set_link_down(&self, ifindex: u32) -> Result<(), NetError> {
+        let msg = LinkUnspec::new_with_index(ifindex).down().build();
+        self.change_link(ifindex, "set down", msg).await
+    }
+
+    /// Sets the link's MTU.
+    pub async fn set_mtu(&self, ifindex: u32, mtu: u32) -> Result<(), NetError> {
+        let msg = LinkUnspec::new_with_index(ifindex).mtu(mtu).build();
+        self.change_link(ifindex, "set the MTU of", msg).await
+    }
+
+    async fn change_link(
+        &self,
+        ifindex: u32,
+        op: &'static str,
+        msg: LinkMessage,
+    ) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(failure(op, format!("interface #{ifindex}")))
+    }
+
+    // ---- addresses -----------------------------------------------------------------------
+
+    /// The addresses of the interface, both families, link-local included.
+    pub async fn addresses(&self, ifindex: u32) -> Result<Vec<IpNet>, NetError> {
+        let mut request = self.handle.address().get().set_link_index_filter(ifindex);
+        request.message_mut().header.index = ifindex;
+        let messages: Vec<AddressMessage> = request.execute().try_collect().await.map_err(
+            failure("list", format!("addresses of interface #{ifindex}")),
+        )?;
+        Ok(messages.iter().filter_map(address_of).collect())
+    }
+
+    /// Adds `address` (address and prefix length) to the interface; present already is success.
+    pub async fn add_address(&self, ifindex: u32, address: IpNet) -> Result<(), NetError> {
+        let mut request = self
+            .handle
+            .address()
+            .add(ifindex, address.addr(), address.prefix_len());
+        // Like `ip addr add`: no broadcast address unless asked for.
+        request
+            .message_mut()
+            .attributes
+            .retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+        tolerate(request.execute().await, &[libc::EEXIST]).map_err(failure(
+            "add",
+            format!("address {address} on interface #{ifindex}"),
+        ))
+    }
+
+    /// Removes `address` from the interface; absent already is success.
+    pub async fn remove_address(&self, ifindex: u32, address: IpNet) -> Result<(), NetError> {
+        let msg = match address.addr() {
+            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(ifindex)
+                .address(a, address.prefix_len())
+                .build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(ifindex)
+                .address(a, address.prefix_len())
+                .build(),
+        };
+        let removed = self.handle.address().del(msg).execute().await;
+        tolerate(removed, &[libc::EADDRNOTAVAIL]).map_err(failure(
+            "remove",
+            format!("address {address} on interface #{ifindex}"),
+        ))
+    }
+
+    /// Makes the interface's addresses exactly `desired` (see [`super::plan_address_sync`]):
+    /// removes the others (never IPv6 link-local), then adds the missing ones. A second pass runs
+    /// when the kernel changed more than asked (removing an IPv4 primary address also removes its
+    /// secondaries unless `promote_secondaries` is set). Failed changes do not stop the others;
+    /// they are returned together as [`NetError::Incomplete`].
+    pub async fn sync_addresses(
+        &self,
+        ifindex: u32,
+        desired: &[IpNet],
+    ) -> Result<AddressSyncReport, NetError> {
+        let mut report = AddressSyncReport::default();
+        let mut failed = Vec::new();
+        let mut attempted = 0;
+        for pass in 0..2 {
+            let current = self.addresses(ifindex).await?;
+            let plan = plan_address_sync(&current, desired);
+            if pass == 0 {
+                report.unchanged = plan.unchanged.len();
+            }
+            if plan.is_noop() || !failed.is_empty() {
+                break;
+            }
+            attempted += plan.remove.len() + plan.add.len();
+            for address in plan.remove {
+                match self.remove_address(ifindex, address).await {
+                    Ok(()) => report.removed.push(address),
+                    Err(e) => failed.push(e),
+                }
+            }
+            for address in plan.add {
+                match self.add_address(ifindex, address).await {
+                    Ok(()) => report.added.push(address),
+                    Err(e) => failed.push(e),
+                }
+            }
+        }
+        if !report.added.is_empty() || !report.removed.is_empty() {
+            tracing::info!(
+                ifindex,
+                added = ?report.added,
+                removed = ?report.removed,
+                "interface addresses updated"
+            );
+        }
+        if failed.is_empty() {
+            Ok(report)
+        } else {
+            Err(NetError::Incomplete {
+                what: "address",
+                ifindex,
+                attempted,
+                failed,
+            })
+        }
+    }
+
+    // ---- routes --------------------------------------------------------------------------
+
+    /// Every route of the main table, IPv4 and IPv6, any interface and protocol.
+    pub async fn main_table_routes(&self) -> Result<Vec<InstalledRoute>, NetError> {
+        let table = u32::from(RouteHeader::RT_TABLE_MAIN);
+        // With strict checking the kernel filters the dump by table; protocol and type are left
+        // unspecified (= all). The builder's defaults (protocol static, type unicast) would
+        // otherwise filter too.
+        let queries = [
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(table)
+                .protocol(RouteProtocol::Unspec)
+                .kind(RouteType::Unspec)
+                .build(),
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .table_id(table)
+                .protocol(RouteProtocol::Unspec)
+                .kind(RouteType::Unspec)
+                .build(),
+        ];
+        let mut routes = Vec::new();
+        for query in queries {
+            let messages: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(failure("list", "routes of the main table".to_owned()))?;
+            // Filter again in userspace: a kernel without strict checking ignores the request.
+            routes.extend(messages.iter().filter_map(installed_route));
+        }
+        Ok(routes)
+    }
+
+    /// The main-table routes leaving through the interface, any protocol, IPv4 and IPv6.
+    pub async fn routes(&self, ifindex: u32) -> Result<Vec<InstalledRoute>, NetError> {
+        let mut routes = self.main_table_routes().await?;
+        routes.retain(|r| r.oif == Some(ifindex));
+        Ok(routes)
+    }
+
+    /// Installs `route` on the interface with [`ROUTE_PROTOCOL`], replacing our previous route
+    /// for that destination (idempotent). Refuses with [`NetError::ForeignRoute`] when another
+    /// owner already routes that exact prefix in the main table.
+    pub async fn replace_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<(), NetError> {
+        let current = self.main_table_routes().await?;
+        if current
+            .iter()
+            .any(|r| r.destination == route.destination() && !r.is_ours(ifindex, ROUTE_PROTOCOL))
+        {
+            return Err(NetError::ForeignRoute {
+                route: route.to_string(),
+                ifindex,
+            });
+        }
+        self.put_route(ifindex, route).await
+    }
+
+    /// Deletes our routes (protocol [`ROUTE_PROTOCOL`] on this interface) to `destination`
+    /// (canonicalised). None there is success; other owners' routes are never touched.
+    pub async fn delete_route(&self, ifindex: u32, destination: IpNet) -> Result<(), NetError> {
+        let destination = destination.trunc();
+        for route in self.routes(ifindex).await? {
+            if route.destination == destination && route.is_ours(ifindex, ROUTE_PROTOCOL) {
+                self.remove_route(ifindex, &route).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes our routes on the interface equal to `desired` (see [`super::plan_route_sync`] for
+    /// the rules, notably that other owners' routes always win). Failed changes do not stop the
+    /// others; they are returned together as [`NetError::Incomplete`].
+    pub async fn sync_routes(
+        &self,
+        ifindex: u32,
+        desired: &[DesiredRoute],
+    ) -> Result<RouteSyncReport, NetError> {
+        let current = self.main_table_routes().await?;
+        let plan = plan_route_sync(ifindex, &current, desired, ROUTE_PROTOCOL);
+        let attempted = plan.replace.len() + plan.delete.len();
+        let mut report = RouteSyncReport {
+            unchanged: plan.unchanged.len(),
+            foreign: plan.foreign,
+            ..RouteSyncReport::default()
+        };
+        let mut failed = Vec::new();
+        // Replace first: a stale duplicate deleted below never leaves the prefix unrouted.
+        for route in plan.replace {
+            match self.put_route(ifindex, &route).await {
+                Ok(()) => report.replaced.push(route),
+                Err(e) => failed.push(e),
+            }
+        }
+        for route in plan.delete {
+            match self.remove_route(ifindex, &route).await {
+                Ok(()) => report.removed.push(route),
+                Err(e) => failed.push(e),
+            }
+        }
+        if attempted > 0 {
+            tracing::info!(
+                ifindex,
+                replaced = report.replaced.len(),
+                removed = report.removed.len(),
+                unchanged = report.unchanged,
+                failed = failed.len(),
+                "routes synced"
+            );
+        }
+        if !report.foreign.is_empty() {
+            tracing::debug!(ifindex, foreign = ?report.foreign, "prefixes left to other routes");
+        }
+        if failed.is_empty() {
+            Ok(report)
+        } else {
+            Err(NetError::Incomplete {
+                what: "route",
+                ifindex,
+                attempted,
+                failed,
+            })
+        }
+    }
+
+    /// `ip route replace DEST [via GW] dev IF proto 87 [metric M]` without any safety check.
+    async fn put_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<(), NetError> {
+        let protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+        let scope = RouteScope::from(route.scope());
+        let msg = match (route.destination(), route.gateway()) {
+            (IpNet::V4(dst), gateway) => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .output_interface(ifindex)
+                    .protocol(protocol)
+                    .scope(scope);
+                if let Some(IpAddr::V4(gw)) = gateway {
+                    b = b.gateway(gw);
+                }
+                if route.metric() != 0 {
+                    b = b.priority(route.metric());
+                }
+                b.build()
+            }
+            (IpNet::V6(dst), gateway) => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .output_interface(ifindex)
+                    .protocol(protocol)
+                    .scope(scope)
+                    .priority(route.metric());
+                if let Some(IpAddr::V6(gw)) = gateway {
+                    b = b.gateway(gw);
+                }
+                b.build()
+            }
+        };
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(failure(
+                "replace",
+                format!("route {route} on interface #{ifindex}"),
+            ))
+    }
+
+    /// Deletes exactly `route`, which must be ours; gone already is success. The request carries
+    /// our protocol and interface, so the kernel itself refuses to match anyone else's route.
+    async fn remove_route(&self, ifindex: u32, route: &InstalledRoute) -> Result<(), NetError> {
+        let protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+        let msg = match route.destination {
+            IpNet::V4(dst) => {
+                // Scope "nowhere" matches any scope, as `ip route del` does.
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .output_interface(ifindex)
+                    .protocol(protocol)
+                    .scope(RouteScope::NoWhere);
+                if let Some(IpAddr::V4(gw)) = route.gateway {
+                    b = b.gateway(gw);
+                }
+                if route.metric != 0 {
+                    b = b.priority(route.metric);
+                }
+                b.build()
+            }
+            IpNet::V6(dst) => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .output_interface(ifindex)
+                    .protocol(protocol)
+                    .priority(route.metric);
+                if let Some(IpAddr::V6(gw)) = route.gateway {
+                    b = b.gateway(gw);
+                }
+                b.build()
+            }
+        };
+        let deleted = self.handle.route().del(msg).execute().await;
+        tolerate(deleted, &[libc::ESRCH]).map_err(failure(
+            "delete",
+            format!("route {route} on interface #{ifindex}"),
+        ))
+    }
+}
+
+fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The interface address of an address message: `IFA_LOCAL` when present (IPv4, and the local
+/// side of a point-to-point link), else `IFA_ADDRESS`.
+fn address_of(msg: &AddressMessage) -> Option<IpNet> {
+    let mut local = None;
+    let mut address = None;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    IpNet::new(local.or(address)?, msg.header.prefix_len).ok()
+}
+
+fn route_address(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+/// A main-table route as a plain value; `None` for other tables and unparsable messages.
+fn installed_route(msg: &RouteMessage) -> Option<InstalledRoute> {
+    let mut table = u32::from(msg.header.table);
+    let mut destination = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = 0;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => destination = route_address(a),
+            RouteAttribute::Gateway(a) => gateway = route_address(a),
+            RouteAttribute::Via(RouteVia::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
+            RouteAttribute::Via(RouteVia::Inet6(a)) => gateway = Some(IpAddr::V6(*a)),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let destination = match (destination, msg.header.address_family) {
+        (Some(a), _) => a,
+        (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (None, AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
+    Some(InstalledRoute {
+        destination: IpNet::new(destination, msg.header.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        protocol: u8::from(msg.header.protocol),
+        metric,
+        scope: u8::from(msg.header.scope),
+    })
+}
