@@ -495,3 +495,27 @@ fn routes_reach_a_network_behind_a_peer_and_foreign_routes_survive() {
     assert!(dsts.contains(&"10.55.0.0/16"), "{dsts:?}");
     assert!(!a.ping(c.ip()).unwrap());
 }
+
+#[test]
+fn auto_backend_picks_kernel_or_falls_back_to_userspace_and_says_why() {
+    if !lab::require_root() {
+        return;
+    }
+    let lab = Lab::one_lan("dpauto", &["a", "b"]).unwrap();
+    let mut auto = LabNode::start(lab.host("a")).unwrap();
+    let up = auto
+        .call(json!({"cmd": "up", "iface": "wg0", "backend": "auto", "listen_port": WG_PORT, "addresses": ["10.77.0.1/16"]}))
+        .unwrap();
+    let mut kernel = LabNode::start(lab.host("b")).unwrap();
+    let forced = kernel.call(json!({"cmd": "up", "iface": "wg0", "backend": "kernel", "listen_port": WG_PORT, "addresses": []}));
+    if std::path::Path::new("/sys/module/wireguard").exists() {
+        assert_eq!(up["backend"], "kernel");
+        assert!(forced.is_ok());
+    } else {
+        assert_eq!(up["backend"], "userspace");
+        let reason = up["reason"].as_str().unwrap();
+        assert!(reason.contains("kernel WireGuard unavailable"), "{reason}");
+        let err = forced.unwrap_err().to_string();
+        assert!(err.contains("kernel WireGuard is not available"), "{err}");
+    }
+}

@@ -258,9 +258,9 @@ async fn handle(node: &mut Option<Node>, line: &str) -> anyhow::Result<Value> {
                 "userspace" => BackendChoice::Userspace,
                 other => bail!("unknown backend {other}"),
             };
-            let (wg, reason) = AnyWireGuard::open(choice, &iface, listen_port).await?;
-            let create_ms = ms(started);
             let net = Netlink::connect().await?;
+            let (wg, reason) = AnyWireGuard::open(&net, choice, &iface, listen_port).await?;
+            let create_ms = ms(started);
             let ifindex = net
                 .link_index(&iface)
                 .await?

@@ -1,4 +1,5 @@
-//! Kernel WireGuard, configured over generic netlink with `wireguard-control`.
+//! Kernel WireGuard: the link is created and deleted through [`Netlink`] (rtnetlink), the device
+//! is configured over generic netlink with `wireguard-control`.
 //!
 //! `wireguard-control` packs a device update into as many netlink messages as the kernel's size
 //! limit needs, so one [`DeviceUpdate`] is one call here however many peers it holds. Its calls
@@ -7,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use crate::system::net::{NetError, Netlink};
 use ipnet::IpNet;
 use wireguard_control as wc;
 
@@ -19,6 +21,7 @@ use super::{
 pub struct KernelWireGuard {
     name: String,
     iface: wc::InterfaceName,
+    net: Netlink,
 }
 
 fn os(iface: &str, op: &'static str, e: impl ToString) -> WgError {
@@ -131,42 +134,35 @@ fn to_calls(update: &DeviceUpdate) -> Vec<wc::DeviceUpdate> {
 }
 
 impl KernelWireGuard {
-    /// Creates the interface (or takes over an existing one). Fails with
+    /// Creates the interface (or takes over an existing WireGuard link of that name). Fails with
     /// [`WgError::KernelUnavailable`] when the kernel has no WireGuard support.
-    pub async fn create(iface: &str) -> Result<Self, WgError> {
+    pub async fn create(net: &Netlink, iface: &str) -> Result<Self, WgError> {
         let name: wc::InterfaceName = iface
             .parse()
             .map_err(|e| os(iface, "parse interface name", e))?;
-        let probe = name;
-        // An empty update creates the link if it does not exist (and only that).
-        let created = tokio::task::spawn_blocking(move || {
-            wc::DeviceUpdate::new().apply(&probe, wc::Backend::Kernel)
-        })
-        .await
-        .map_err(|e| os(iface, "create link", e))?;
-        if let Err(e) = created {
-            return Err(WgError::KernelUnavailable {
-                iface: iface.to_owned(),
-                reason: e.to_string(),
-            });
+        match net.create_wireguard_link(iface).await {
+            Ok(_) => {}
+            Err(e @ NetError::WireGuardUnsupported { .. }) => {
+                return Err(WgError::KernelUnavailable {
+                    iface: iface.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(os(iface, "create link", e)),
         }
         Ok(Self {
             name: iface.to_owned(),
             iface: name,
+            net: net.clone(),
         })
     }
 
     /// Deletes the interface; a missing interface is not an error.
     pub async fn delete(self) -> Result<(), WgError> {
-        let iface = self.iface;
-        blocking(&self.name, "delete link", move || {
-            match wc::Device::get(&iface, wc::Backend::Kernel) {
-                Ok(dev) => dev.delete(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        self.net
+            .delete_link(&self.name)
+            .await
+            .map_err(|e| os(&self.name, "delete link", e))
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use crate::system::net::Netlink;
 pub use key::{KeyParseError, PresharedKey, PrivateKey, PublicKey};
 
 /// One peer as the device reports it.
@@ -237,22 +238,34 @@ pub enum AnyWireGuard {
 
 impl AnyWireGuard {
     /// Creates (or takes over) the device `iface` with the chosen backend. With `Auto` the kernel
-    /// is tried first; the returned text says which backend was chosen and why, for the log.
+    /// is tried first. Logs which backend was chosen and why, and returns that text too.
     pub async fn open(
+        net: &Netlink,
+        choice: BackendChoice,
+        iface: &str,
+        listen_port: u16,
+    ) -> Result<(Self, String), WgError> {
+        let (wg, why) = Self::open_inner(net, choice, iface, listen_port).await?;
+        tracing::info!(iface, backend = wg.kind(), reason = %why, "WireGuard device ready");
+        Ok((wg, why))
+    }
+
+    async fn open_inner(
+        net: &Netlink,
         choice: BackendChoice,
         iface: &str,
         listen_port: u16,
     ) -> Result<(Self, String), WgError> {
         match choice {
             BackendChoice::Kernel => {
-                let k = kernel::KernelWireGuard::create(iface).await?;
+                let k = kernel::KernelWireGuard::create(net, iface).await?;
                 Ok((Self::Kernel(k), "kernel (requested)".into()))
             }
             BackendChoice::Userspace => {
                 let u = userspace::UserspaceWireGuard::create(iface, listen_port).await?;
                 Ok((Self::Userspace(u), "userspace (requested)".into()))
             }
-            BackendChoice::Auto => match kernel::KernelWireGuard::create(iface).await {
+            BackendChoice::Auto => match kernel::KernelWireGuard::create(net, iface).await {
                 Ok(k) => Ok((Self::Kernel(k), "kernel (module available)".into())),
                 Err(WgError::KernelUnavailable { reason, .. }) => {
                     let u = userspace::UserspaceWireGuard::create(iface, listen_port).await?;

@@ -1,0 +1,166 @@
+//! `wgmesh-lab`: the network lab from the command line.
+//!
+//! `wgmesh-lab bench [--runs N]` measures the data plane in fresh lab hosts and prints a table
+//! (run it as root, in release mode: `cargo run --release -p wgmesh-tests --bin wgmesh-lab -- bench`):
+//! userspace device creation, applying and reading back 1000 peers in one call, and TCP
+//! throughput through a tunnel between two hosts, next to the same path without the tunnel.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use wgmesh_tests::lab::{Host, Lab};
+use wgmesh_tests::node::{LabNode, keypair};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => {
+            let runs = args
+                .iter()
+                .position(|a| a == "--runs")
+                .and_then(|i| args.get(i + 1))
+                .map_or(Ok(5), |v| v.parse::<usize>())
+                .context("--runs takes a number");
+            runs.and_then(bench)
+        }
+        _ => {
+            eprintln!("usage: wgmesh-lab bench [--runs N]   (as root)");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wgmesh-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const MIB: usize = 64;
+
+struct Sample {
+    create_ms: f64,
+    apply_1000_ms: f64,
+    read_1000_ms: f64,
+    tunnel_mbit: f64,
+    plain_mbit: f64,
+}
+
+fn labnode() -> String {
+    wgmesh_tests::binary("wgmesh-labnode")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn tcp_mbit(from: &Host, to_addr: &str) -> anyhow::Result<f64> {
+    let out = from
+        .command(labnode())
+        .args([
+            "tcp-check",
+            &format!("{to_addr}:7000"),
+            &(MIB << 20).to_string(),
+            "60000",
+        ])
+        .output_timeout(Duration::from_secs(90))?;
+    if !out.status.success() {
+        bail!("tcp-check failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    v["mbit_per_s"].as_f64().context("no rate")
+}
+
+fn one_run() -> anyhow::Result<Sample> {
+    let lab = Lab::one_lan("bench", &["a", "b", "c"])?;
+    let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
+    let mut na = LabNode::start(a)?;
+    let create_ms = na.up(51820, &["10.77.0.1/16"])?["create_ms"]
+        .as_f64()
+        .context("create_ms")?;
+    let own = a.ip();
+    let peers: Vec<Value> = (0..1000u16)
+        .map(|i| {
+            json!({
+                "public_key": keypair(1000 + i).1,
+                "endpoint": format!("{own}:{}", 20000 + i),
+                "preshared_key": "LUOvekj3HqR1sGXDZQL0CcXHiik8aFRf3SmMlswA7FY=",
+                "keepalive": 25,
+                "allowed_ips": [format!("10.78.{}.{}/32", i / 250, i % 250 + 1), format!("fd00:78::{:x}/128", i + 1)],
+            })
+        })
+        .collect();
+    let apply_1000_ms = na.apply(json!({"private_key": keypair(1).0, "add": peers}))?["ms"]
+        .as_f64()
+        .context("ms")?;
+    let read_1000_ms = na.call(json!({"cmd": "read"}))?["ms"]
+        .as_f64()
+        .context("ms")?;
+
+    let (mut nb, mut nc) = (LabNode::start(b)?, LabNode::start(c)?);
+    nb.up(51820, &["10.77.0.2/16"])?;
+    nc.up(51820, &["10.77.0.3/16"])?;
+    let (kb, kc) = (keypair(2), keypair(3));
+    nb.apply(json!({"private_key": kb.0, "add": [{"public_key": kc.1, "endpoint": format!("{}:51820", c.ip()), "keepalive": 25, "allowed_ips": ["10.77.0.3/32"]}]}))?;
+    nc.apply(json!({"private_key": kc.0, "add": [{"public_key": kb.1, "endpoint": format!("{}:51820", b.ip()), "keepalive": 25, "allowed_ips": ["10.77.0.2/32"]}]}))?;
+    for addr in ["10.77.0.3:7000".to_owned(), format!("{}:7000", c.ip())] {
+        let p = c.spawn(&labnode(), &["tcp-echo", &addr], &[])?;
+        if !wgmesh_tests::lab::wait_until(Duration::from_secs(5), || {
+            p.stdout().contains("listening")
+        }) {
+            bail!("echo server did not start: {}", p.logs());
+        }
+    }
+    if !b.wait_reachable("10.77.0.3".parse()?, Duration::from_secs(10))? {
+        bail!("tunnel b -> c does not come up");
+    }
+    let tunnel_mbit = tcp_mbit(b, "10.77.0.3")?;
+    let plain_mbit = tcp_mbit(b, &c.ip().to_string())?;
+    Ok(Sample {
+        create_ms,
+        apply_1000_ms,
+        read_1000_ms,
+        tunnel_mbit,
+        plain_mbit,
+    })
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn bench(runs: usize) -> anyhow::Result<()> {
+    if !wgmesh_tests::lab::require_root() {
+        bail!("the lab needs root");
+    }
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut samples = Vec::new();
+    for i in 0..runs {
+        eprintln!("run {}/{runs}…", i + 1);
+        samples.push(one_run()?);
+    }
+    println!(
+        "wgmesh data-plane bench: {runs} runs, TCP echo of {MIB} MiB (Mbit/s counts both directions)"
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "metric", "median", "min", "max"
+    );
+    type Metric = fn(&Sample) -> f64;
+    let rows: [(&str, Metric); 5] = [
+        ("userspace device creation (ms)", |s| s.create_ms),
+        ("apply 1000 peers in one call (ms)", |s| s.apply_1000_ms),
+        ("read back 1000 peers (ms)", |s| s.read_1000_ms),
+        ("TCP through the tunnel (Mbit/s)", |s| s.tunnel_mbit),
+        ("TCP same hosts, no tunnel (Mbit/s)", |s| s.plain_mbit),
+    ];
+    for (name, get) in rows {
+        let (med, min, max) = stats(samples.iter().map(get).collect());
+        println!("{name:<44} {med:>10.1} {min:>10.1} {max:>10.1}");
+    }
+    Ok(())
+}
