@@ -22,6 +22,22 @@ pub const SOCKET_ENV: &str = "WGMESH_SOCKET";
 /// Media type of error bodies.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// Stable `type` URNs of [`Problem`]s. Clients may match on them; they never change meaning.
+pub mod problem_type {
+    /// No route at this path (404).
+    pub const NOT_FOUND: &str = "urn:wgmesh:problem:not-found";
+    /// The path exists but not with this method (405).
+    pub const METHOD_NOT_ALLOWED: &str = "urn:wgmesh:problem:method-not-allowed";
+    /// The request body is larger than the API accepts (413).
+    pub const PAYLOAD_TOO_LARGE: &str = "urn:wgmesh:problem:payload-too-large";
+    /// The request took longer than the daemon allows (408).
+    pub const TIMEOUT: &str = "urn:wgmesh:problem:timeout";
+    /// Too many requests in flight; retry later (503).
+    pub const OVERLOADED: &str = "urn:wgmesh:problem:overloaded";
+    /// Something failed inside the daemon; details are in its log (500).
+    pub const INTERNAL: &str = "urn:wgmesh:problem:internal";
+}
+
 /// An RFC 9457 problem document: the body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
@@ -52,6 +68,92 @@ impl Problem {
     }
 }
 
+/// `GET /v1/status`: the node and a summary of its mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Schema version of this body.
+    pub schema_version: u32,
+    /// Daemon version.
+    pub version: String,
+    /// WireGuard interface name.
+    pub interface: String,
+    /// This node's WireGuard public key.
+    pub public_key: String,
+    /// This node's mesh IPv4.
+    pub mesh_ip: String,
+    /// This node's mesh IPv6.
+    pub mesh_ipv6: String,
+    /// Mesh subnet (`10.x.0.0/16` or the custom CIDR).
+    pub mesh_subnet: String,
+    /// Network id as Go's `status` prints it (16 hex digits).
+    pub network_id: String,
+    /// WireGuard UDP listen port.
+    pub listen_port: u16,
+    /// `kernel` or `userspace`.
+    pub wg_backend: String,
+    /// Why that backend was chosen.
+    pub wg_backend_reason: String,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: u64,
+    /// Whether LAN multicast discovery runs.
+    pub lan_discovery: bool,
+    /// Peer counts.
+    pub peers: PeerCounts,
+}
+
+/// Peer counts in [`Status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounts {
+    /// Peers in the store.
+    pub total: usize,
+    /// Peers seen within the last 5 minutes.
+    pub active: usize,
+    /// Peers with a WireGuard handshake in the last 3 minutes.
+    pub connected: usize,
+}
+
+/// `GET /v1/peers`: every known peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// Schema version of this body.
+    pub schema_version: u32,
+    /// Peers, sorted by mesh IP.
+    pub peers: Vec<Peer>,
+}
+
+/// One peer in [`PeerList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// WireGuard public key.
+    pub public_key: String,
+    /// Hostname it announced (may be empty).
+    pub hostname: String,
+    /// Mesh IPv4.
+    pub mesh_ip: Option<String>,
+    /// Mesh IPv6.
+    pub mesh_ipv6: Option<String>,
+    /// Current WireGuard endpoint.
+    pub endpoint: Option<String>,
+    /// How the endpoint was learned (`lan`, `dht`, …).
+    pub endpoint_method: Option<String>,
+    /// Every way the peer was discovered, first first.
+    pub discovered_via: Vec<String>,
+    /// The peer is an introducer.
+    pub introducer: bool,
+    /// Networks the peer routes for.
+    pub routable_networks: Vec<String>,
+    /// Seconds since the peer was last heard of.
+    pub last_seen_seconds_ago: u64,
+    /// `active` (heard of within 5 minutes) or `dead`.
+    pub state: String,
+    /// Seconds since the last WireGuard handshake, if there was one.
+    pub last_handshake_seconds_ago: Option<u64>,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +171,53 @@ mod tests {
         assert!(text.contains(r#""schema_version":1"#));
         let back: Problem = serde_json::from_str(&text).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn status_and_peers_round_trip() {
+        let status = Status {
+            schema_version: SCHEMA_VERSION,
+            version: "0.1.0".into(),
+            interface: "wg0".into(),
+            public_key: "k".into(),
+            mesh_ip: "10.1.2.3".into(),
+            mesh_ipv6: "fd00::1".into(),
+            mesh_subnet: "10.1.0.0/16".into(),
+            network_id: "0011223344556677".into(),
+            listen_port: 51820,
+            wg_backend: "userspace".into(),
+            wg_backend_reason: "test".into(),
+            uptime_seconds: 5,
+            lan_discovery: true,
+            peers: PeerCounts {
+                total: 2,
+                active: 1,
+                connected: 1,
+            },
+        };
+        let back: Status = serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
+        assert_eq!(back, status);
+        let list = PeerList {
+            schema_version: SCHEMA_VERSION,
+            peers: vec![Peer {
+                public_key: "k".into(),
+                hostname: "h".into(),
+                mesh_ip: Some("10.1.2.4".into()),
+                mesh_ipv6: None,
+                endpoint: Some("192.0.2.1:51820".into()),
+                endpoint_method: Some("lan".into()),
+                discovered_via: vec!["lan".into()],
+                introducer: false,
+                routable_networks: vec![],
+                last_seen_seconds_ago: 1,
+                state: "active".into(),
+                last_handshake_seconds_ago: Some(2),
+                rx_bytes: 3,
+                tx_bytes: 4,
+            }],
+        };
+        let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();
+        assert_eq!(back, list);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! daemon: they work from the mesh secret alone (`secret …`) or from a captured packet
 //! (`debug decode-packet`). Exit status: 0 success, 1 failure, 2 usage error.
 
+mod client;
+mod daemon_cmds;
 mod debug;
 mod secret;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,15 +20,28 @@ use clap::{Parser, Subcommand};
     name = "wgmeshctl",
     version,
     propagate_version = true,
-    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n\nExit status: 0 success, 1 failure (message on stderr), 2 usage error."
+    after_help = "Environment:\n  WGMESH_SOCKET       API socket of wgmeshd (when --socket is absent)\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n\nExit status: 0 success, 1 failure (message on stderr), 2 usage error."
 )]
 struct Cli {
+    /// API socket of wgmeshd (daemon commands only).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = wgmesh_api_types::SOCKET_ENV,
+        default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH
+    )]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show this node's status: addresses, backend, uptime, peer counts (asks wgmeshd).
+    Status(daemon_cmds::StatusArgs),
+    /// List the peers wgmeshd knows (asks wgmeshd).
+    Peers(daemon_cmds::PeersArgs),
     /// Create and inspect mesh secrets (offline; no daemon needed).
     #[command(subcommand)]
     Secret(secret::SecretCommand),
@@ -37,6 +53,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Status(args) => {
+            daemon_cmds::run(daemon_cmds::DaemonCommand::Status(args), &cli.socket)
+        }
+        Command::Peers(args) => {
+            daemon_cmds::run(daemon_cmds::DaemonCommand::Peers(args), &cli.socket)
+        }
         Command::Secret(cmd) => secret::run(cmd),
         Command::Debug(cmd) => debug::run(cmd),
     };
@@ -44,6 +66,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("wgmeshctl: error: {err:#}");
+            if let Some(hint) = err
+                .downcast_ref::<client::ClientError>()
+                .and_then(client::ClientError::hint)
+            {
+                eprintln!("wgmeshctl: hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

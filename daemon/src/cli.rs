@@ -37,6 +37,10 @@ pub struct Cli {
 /// `wgmeshd` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Join the mesh of a secret and run until stopped: create the WireGuard interface, find
+    /// peers, keep the device and routes in sync, serve the control API. SIGINT/SIGTERM stop it
+    /// cleanly (a second signal exits at once).
+    Join(Box<JoinArgs>),
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
     Identity(IdentityArgs),
@@ -62,11 +66,116 @@ pub struct IdentityArgs {
     json: bool,
 }
 
+/// Options of `wgmeshd join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// WireGuard interface to create.
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_INTERFACE)]
+    interface: InterfaceName,
+    /// WireGuard UDP port; if busy, the next free one (up to +100) is used.
+    #[arg(long, value_name = "PORT", default_value_t = 51820)]
+    listen_port: u16,
+    /// Directory of the node's state files (identity `<iface>.json`).
+    #[arg(long, value_name = "DIR", default_value = identity::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Unix socket of the control API (wgmeshctl talks to it).
+    #[arg(long, value_name = "PATH", default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH)]
+    socket: PathBuf,
+    /// WireGuard implementation: kernel module, the embedded userspace one, or auto (kernel if
+    /// the module is there, else userspace; the log says which and why).
+    #[arg(long, value_enum, default_value_t = crate::system::wg::BackendChoice::Auto)]
+    wg_backend: crate::system::wg::BackendChoice,
+    /// Custom IPv4 mesh subnet (at least /30) instead of 10.x.0.0/16. Same on every node.
+    #[arg(long, value_name = "CIDR")]
+    mesh_subnet: Option<MeshSubnet>,
+    /// Networks behind this node that other nodes should route through it (comma-separated
+    /// CIDRs, e.g. 192.168.10.0/24,fd10::/64).
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    advertise_routes: Vec<ipnet::IpNet>,
+    /// Do not announce or listen on the LAN multicast group.
+    #[arg(long)]
+    no_lan_discovery: bool,
+    /// Announce this node as an introducer (a relay and rendezvous point for others).
+    #[arg(long)]
+    introducer: bool,
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Join(args) => join_cmd(*args),
         Command::Identity(args) => identity_cmd(&args),
     }
+}
+
+fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let secret = args.secret.resolve()?;
+    if let Some(warning) = args.secret.process_list_warning() {
+        tracing::warn!("{warning}");
+    }
+    if !secret.was_uri_form() {
+        tracing::warn!(
+            "secret does not use the wgmesh:// format and may have low entropy; create one with `wgmeshctl secret new`"
+        );
+    }
+    let opts = crate::daemon::JoinOptions {
+        secret,
+        interface: args.interface,
+        listen_port: args.listen_port,
+        state_dir: args.state_dir,
+        socket: args.socket,
+        wg_backend: args.wg_backend,
+        mesh_subnet: args.mesh_subnet,
+        advertise_routes: args.advertise_routes,
+        lan_discovery: !args.no_lan_discovery,
+        introducer: args.introducer,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // Signals are handled from the first moment, so a SIGTERM during start-up still tears
+        // down what was built.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signals = watch_signals(stop.clone())?;
+        let result = crate::daemon::run(opts, stop.cancelled_owned()).await;
+        signals.abort();
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGINT/SIGTERM cancels `stop`; a second one exits the process at once. SIGHUP is
+/// logged (live reload comes with the control-plane work).
+fn watch_signals(
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP received: live reload is not supported yet; restart wgmeshd to change settings");
+                    continue;
+                }
+            };
+            if stop.is_cancelled() {
+                tracing::warn!(signal = name, "second signal: exiting immediately");
+                std::process::exit(130);
+            }
+            tracing::info!(signal = name, "stopping");
+            stop.cancel();
+        }
+    }))
 }
 
 fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {

@@ -9,6 +9,7 @@
 //! - [`wire`]: discovery payloads and the Go-compatible JSON they travel as. Pure.
 //! - `identity` (feature `runtime`): the node's key pair and mesh addresses on disk.
 //! - `system` (feature `runtime`): the only code that touches the OS.
+//! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
 //! for its offline commands (`secret inspect`, `secret mesh-ip`, `debug decode-packet`).
@@ -18,10 +19,22 @@ pub mod crypto;
 pub mod wire;
 
 #[cfg(feature = "runtime")]
+pub mod api;
+#[cfg(feature = "runtime")]
 pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod daemon;
+#[cfg(feature = "runtime")]
+pub mod discovery;
+#[cfg(feature = "runtime")]
+pub mod engine;
 #[cfg(feature = "runtime")]
 pub mod identity;
 #[cfg(feature = "runtime")]
 pub mod logging;
+#[cfg(feature = "runtime")]
+pub mod peers;
+#[cfg(feature = "runtime")]
+pub mod status;
 #[cfg(feature = "runtime")]
 pub mod system;

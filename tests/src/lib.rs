@@ -35,4 +35,5 @@ pub fn binary(name: &str) -> PathBuf {
     }
     path
 }
+pub mod api;
 pub mod node;

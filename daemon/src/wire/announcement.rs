@@ -255,7 +255,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
 }
 
 /// Splits `host:port` or `[host]:port` exactly where Go's `net.SplitHostPort` does.
-pub(crate) fn split_host_port(addr: &str) -> Result<(&str, &str), &'static str> {
+pub fn split_host_port(addr: &str) -> Result<(&str, &str), &'static str> {
     let last_colon = addr.rfind(':').ok_or("missing port")?;
     let port = &addr[last_colon + 1..];
     if let Some(rest) = addr.strip_prefix('[') {

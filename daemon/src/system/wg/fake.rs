@@ -17,6 +17,7 @@ struct State {
     applies: Vec<DeviceUpdate>,
     apply_delay: Option<Duration>,
     fail_next: Option<String>,
+    rejected: Vec<PublicKey>,
 }
 
 /// An in-memory device. Cheap to create; `&self` everywhere.
@@ -74,12 +75,29 @@ impl FakeWireGuard {
         self.lock().fail_next = Some(reason.to_owned());
     }
 
+    /// Makes every apply that touches `peer` fail as a whole, as a device refusing one bad peer
+    /// entry would.
+    pub fn reject_peer(&self, peer: PublicKey) {
+        self.lock().rejected.push(peer);
+    }
+
     fn apply_now(&self, update: DeviceUpdate) -> Result<ApplyReport, WgError> {
         let mut state = self.lock();
         if let Some(reason) = state.fail_next.take() {
             return Err(WgError::Engine {
                 iface: self.name.clone(),
                 reason,
+            });
+        }
+        let touches = |k: &PublicKey| {
+            update.add.iter().any(|p| p.public_key == *k)
+                || update.update.iter().any(|u| u.public_key == *k)
+                || update.remove.contains(k)
+        };
+        if let Some(bad) = state.rejected.iter().find(|k| touches(k)) {
+            return Err(WgError::Engine {
+                iface: self.name.clone(),
+                reason: format!("peer {bad} rejected"),
             });
         }
         let has_key = update.private_key.is_some() || state.device.public_key.is_some();

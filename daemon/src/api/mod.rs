@@ -1,0 +1,55 @@
+//! The control API: HTTP/1.1 JSON under `/v1` on a unix socket.
+//!
+//! The daemon publishes snapshots on `watch` channels after every reconcile; the API only reads
+//! them, so a slow or misbehaving client can never hold a lock the engine needs. Every error a
+//! client can see, from a handler or a tower layer, is an `application/problem+json` body
+//! ([`wgmesh_api_types::Problem`]) with a stable `type`.
+//!
+//! - [`router`]: the routes and the limits around them, testable with `oneshot`.
+//! - [`serve`]: the socket's life (stale-file check, bind, mode, group, removal on exit).
+
+mod error;
+mod limits;
+mod listener;
+mod peers;
+mod problem;
+mod status;
+
+use axum::Router;
+use tokio::sync::watch;
+use wgmesh_api_types::{PeerList, Status};
+
+pub use error::ApiError;
+pub use listener::serve;
+
+/// What the handlers read: the latest snapshots the daemon published.
+///
+/// The daemon owns the senders and replaces the values after every reconcile; handlers clone the
+/// current value and never wait for a new one.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Node status, served by `GET /v1/status`.
+    pub status: watch::Receiver<Status>,
+    /// Known peers, served by `GET /v1/peers`.
+    pub peers: watch::Receiver<PeerList>,
+}
+
+/// Builds the API router: every `/v1` route, problem+json fallbacks for unknown paths (404) and
+/// methods (405), and the request limits.
+///
+/// Every route here is a read, open to anyone who can connect to the socket (its mode and group
+/// decide that). Write routes, when they come, go in their own group behind a `route_layer` that
+/// checks the caller's `SO_PEERCRED` before the body is read.
+pub fn router(state: ApiState) -> Router {
+    let routes = Router::new()
+        .merge(status::routes())
+        .merge(peers::routes())
+        // After the routes: it installs itself on the routes that exist.
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .fallback(problem::not_found)
+        .with_state(state);
+    limits::apply(routes)
+}
+
+#[cfg(test)]
+mod tests;
