@@ -25,7 +25,9 @@ use crate::identity::{self, LoadOutcome, MeshParams};
 use crate::peers::{DEFAULT_CAP, PeerStore};
 use crate::status::{self, NodeFacts};
 use crate::system::net::Netlink;
-use crate::system::wg::{AnyWireGuard, BackendChoice, LiveDevice, PresharedKey, PrivateKey};
+use crate::system::wg::{
+    AnyWireGuard, BackendChoice, LiveDevice, PresharedKey, PrivateKey, WireGuard,
+};
 use crate::wire::{PROTOCOL, PeerAnnouncement};
 
 /// How long shutdown waits for the tasks before giving up on them.
@@ -276,6 +278,7 @@ async fn run_node(
 
     tracker.spawn(cleanup_loop(store.clone(), cancel.clone()));
     tracker.spawn(snapshot_loop(
+        wg.clone(),
         store.clone(),
         facts,
         live_rx,
@@ -328,7 +331,10 @@ async fn cleanup_loop(store: Arc<PeerStore>, cancel: CancellationToken) {
     }
 }
 
-async fn snapshot_loop(
+/// Keeps the API snapshots fresh: after every reconcile pass, and every second from a read of the
+/// device (handshakes and counters change without any pass).
+async fn snapshot_loop<W: WireGuard>(
+    wg: Arc<W>,
     store: Arc<PeerStore>,
     facts: NodeFacts,
     mut live_rx: watch::Receiver<LiveDevice>,
@@ -340,19 +346,24 @@ async fn snapshot_loop(
     let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
     summary.tick().await;
     loop {
-        let log_summary = tokio::select! {
+        let (log_summary, read_device) = tokio::select! {
             () = cancel.cancelled() => return,
-            _ = refresh.tick() => false,
+            _ = refresh.tick() => (false, true),
             changed = live_rx.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                false
+                (false, false)
             }
-            _ = summary.tick() => true,
+            _ = summary.tick() => (true, true),
         };
         let peers = store.list();
-        let live = live_rx.borrow_and_update().clone();
+        let published = live_rx.borrow_and_update().clone();
+        let live = if read_device {
+            wg.read().await.unwrap_or(published)
+        } else {
+            published
+        };
         let (now, wall) = (Instant::now(), SystemTime::now());
         let st = status::status(&facts, &peers, &live, now, wall);
         let list = status::peer_list(&peers, &live, now, wall);

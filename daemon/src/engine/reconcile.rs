@@ -14,13 +14,16 @@ use super::diff::{DeviceSettings, diff};
 use crate::peers::PeerStore;
 use crate::system::net::Netlink;
 use crate::system::wg::{
-    ApplyReport, DeviceUpdate, LiveDevice, PresharedKey, PrivateKey, WgError, WireGuard,
+    ApplyReport, DeviceUpdate, LiveDevice, PresharedKey, PrivateKey, PublicKey, WgError, WireGuard,
 };
 
 /// Time between passes when nothing happens.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 /// How long a burst of peer-store events is gathered before one pass handles them all.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long after adding peers those still without a handshake are kicked (see
+/// [`WireGuard::kick`]): long enough for the other side's own reconcile pass to have added us.
+pub const KICK_AFTER: Duration = Duration::from_millis(300);
 
 /// Where routes go: the kernel routing table of the mesh interface.
 #[derive(Clone)]
@@ -52,12 +55,14 @@ pub struct Reconciler<W> {
 }
 
 /// What one pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
     /// What the device apply did.
     pub applied: ApplyReport,
     /// Peer operations that failed even when applied one by one.
     pub failed_peers: usize,
+    /// Peers this pass created on the device.
+    pub added: Vec<PublicKey>,
 }
 
 impl<W: WireGuard> Reconciler<W> {
@@ -82,7 +87,9 @@ impl<W: WireGuard> Reconciler<W> {
                 remove = update.remove.len(),
                 "applying device changes"
             );
+            let added: Vec<PublicKey> = update.add.iter().map(|p| p.public_key).collect();
             report = apply_resilient(self.wg.as_ref(), update).await;
+            report.added = added;
             self.wg.read().await?
         };
         if let Some(target) = &self.routes
@@ -97,15 +104,43 @@ impl<W: WireGuard> Reconciler<W> {
         Ok(report)
     }
 
+    /// Kicks the peers among `added` that have no handshake yet.
+    async fn kick_silent(&self, added: &[PublicKey]) {
+        let Ok(live) = self.wg.read().await else {
+            return;
+        };
+        let silent: Vec<PublicKey> = added
+            .iter()
+            .filter(|k| {
+                live.peers
+                    .get(k)
+                    .is_some_and(|p| p.last_handshake.is_none())
+            })
+            .copied()
+            .collect();
+        if !silent.is_empty() {
+            tracing::debug!(peers = silent.len(), "kicking handshakes with new peers");
+            self.wg.kick(&silent).await;
+        }
+    }
+
     /// Runs passes until `cancel` fires; never interrupts a pass.
     pub async fn run(self, cancel: CancellationToken) {
         let mut events = self.store.subscribe();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut to_kick: Vec<PublicKey> = Vec::new();
+        let kick_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(kick_timer);
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                () = &mut kick_timer, if !to_kick.is_empty() => {
+                    let peers = std::mem::take(&mut to_kick);
+                    self.kick_silent(&peers).await;
+                    continue;
+                }
                 _ = tick.tick() => {}
                 event = events.recv() => {
                     if matches!(event, Err(broadcast::error::RecvError::Closed)) {
@@ -120,8 +155,15 @@ impl<W: WireGuard> Reconciler<W> {
                     tick.reset();
                 }
             }
-            if let Err(e) = self.reconcile_once().await {
-                tracing::warn!(error = %e, "reconcile pass failed");
+            match self.reconcile_once().await {
+                Ok(report) if !report.added.is_empty() => {
+                    to_kick.extend(report.added);
+                    kick_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + KICK_AFTER);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
             }
         }
     }
@@ -134,7 +176,7 @@ async fn apply_resilient<W: WireGuard>(wg: &W, update: DeviceUpdate) -> PassRepo
     match wg.apply(whole).await {
         Ok(applied) => PassReport {
             applied,
-            failed_peers: 0,
+            ..PassReport::default()
         },
         Err(e) => {
             tracing::warn!(error = %e, "device update refused; applying peer by peer");
@@ -198,7 +240,6 @@ fn split(update: DeviceUpdate) -> Vec<DeviceUpdate> {
 mod tests {
     use super::*;
     use crate::peers::PeerUpdate;
-    use crate::system::wg::PublicKey;
     use crate::system::wg::fake::FakeWireGuard;
 
     fn key(b: u8) -> PublicKey {
@@ -261,6 +302,12 @@ mod tests {
         let applies = fake.applies();
         assert_eq!(applies.len(), 2, "both peers in one pass");
         assert_eq!(applies[1].add.len(), 2);
+        // Peer 2 answers on its own; peer 3 stays silent and is kicked after KICK_AFTER.
+        fake.set_handshake(&key(2), SystemTime::now());
+        assert!(fake.kicks().is_empty());
+        tokio::time::advance(KICK_AFTER).await;
+        settle().await;
+        assert_eq!(fake.kicks(), vec![key(3)]);
         cancel.cancel();
         task.await.unwrap();
     }

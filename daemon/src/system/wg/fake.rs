@@ -18,6 +18,7 @@ struct State {
     apply_delay: Option<Duration>,
     fail_next: Option<String>,
     rejected: Vec<PublicKey>,
+    kicks: Vec<PublicKey>,
 }
 
 /// An in-memory device. Cheap to create; `&self` everywhere.
@@ -43,6 +44,11 @@ impl FakeWireGuard {
     /// Every non-empty update applied so far, in order.
     pub fn applies(&self) -> Vec<DeviceUpdate> {
         self.lock().applies.clone()
+    }
+
+    /// Every peer kicked so far, in order.
+    pub fn kicks(&self) -> Vec<PublicKey> {
+        self.lock().kicks.clone()
     }
 
     /// Records a completed handshake with `peer` at `at`.
@@ -201,6 +207,10 @@ impl WireGuard for FakeWireGuard {
             tokio::time::sleep(d).await;
         }
         self.apply_now(update)
+    }
+
+    async fn kick(&self, peers: &[PublicKey]) {
+        self.lock().kicks.extend_from_slice(peers);
     }
 }
 

@@ -213,6 +213,17 @@ pub trait WireGuard: Send + Sync {
         &self,
         update: DeviceUpdate,
     ) -> impl Future<Output = Result<ApplyReport, WgError>> + Send;
+
+    /// Starts a handshake with each of `peers` now, instead of waiting for the next retry.
+    ///
+    /// Two nodes that add each other at the same moment both send their first handshake before
+    /// the other knows them; both are dropped and WireGuard retries only after 5 s. Kicking the
+    /// peers that are still without a handshake a moment later closes that gap. The default does
+    /// nothing (the kernel offers no way to force a handshake; it keeps its 5 s retry).
+    fn kick(&self, peers: &[PublicKey]) -> impl Future<Output = ()> + Send {
+        let _ = peers;
+        async {}
+    }
 }
 
 /// Which backend to use (`--wg-backend`).
@@ -318,6 +329,13 @@ impl WireGuard for AnyWireGuard {
         match self {
             Self::Kernel(k) => k.apply(update).await,
             Self::Userspace(u) => u.apply(update).await,
+        }
+    }
+
+    async fn kick(&self, peers: &[PublicKey]) {
+        match self {
+            Self::Kernel(k) => k.kick(peers).await,
+            Self::Userspace(u) => u.kick(peers).await,
         }
     }
 }

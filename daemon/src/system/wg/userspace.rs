@@ -31,6 +31,8 @@ use super::{
 
 /// Most peers changed in one device write (about 15 ms of data-plane stall each).
 pub const CHUNK: usize = 100;
+/// How long a kick waits for the handshake it started (it keeps going in the engine after).
+const KICK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Who holds which allowed IP, as we configured it.
 #[derive(Default)]
@@ -354,6 +356,15 @@ impl WireGuard for UserspaceWireGuard {
             self.write_chunk(&mut rec, chunk, &mut report).await?;
         }
         Ok(report)
+    }
+
+    async fn kick(&self, peers: &[PublicKey]) {
+        let kicks = peers.iter().map(|k| async move {
+            let key = x25519::PublicKey::from(k.0);
+            // Sends the initiation at once, then waits for the answer; only the wait is cut short.
+            let _ = tokio::time::timeout(KICK_WAIT, self.device.force_handshake(&key)).await;
+        });
+        futures_util::future::join_all(kicks).await;
     }
 }
 
