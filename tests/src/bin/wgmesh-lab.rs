@@ -1,5 +1,11 @@
 //! `wgmesh-lab`: the network lab from the command line.
 //!
+//! `wgmesh-lab demo [--nodes N]` starts N hosts on one simulated LAN, each running a real
+//! `wgmeshd join` with the same fresh secret, waits until they form a full WireGuard mesh on their
+//! own, prints every node's `wgmeshctl status`, pings every node from every other over the mesh,
+//! and keeps the mesh up until Ctrl-C, then removes everything. `wgmesh-lab demo down` cleans up
+//! after a demo that was killed.
+//!
 //! `wgmesh-lab bench [--runs N]` measures the data plane in fresh lab hosts and prints a table
 //! (run it as root, in release mode: `cargo run --release -p wgmesh-tests --bin wgmesh-lab -- bench`):
 //! userspace device creation, applying and reading back 1000 peers in one call, and TCP
@@ -16,6 +22,16 @@ use wgmesh_tests::node::{LabNode, keypair};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("demo") if args.get(1).map(String::as_str) == Some("down") => demo_down(),
+        Some("demo") => {
+            let nodes = args
+                .iter()
+                .position(|a| a == "--nodes")
+                .and_then(|i| args.get(i + 1))
+                .map_or(Ok(3), |v| v.parse::<usize>())
+                .context("--nodes takes a number");
+            nodes.and_then(demo)
+        }
         Some("bench") => {
             let runs = args
                 .iter()
@@ -26,7 +42,9 @@ fn main() -> ExitCode {
             runs.and_then(bench)
         }
         _ => {
-            eprintln!("usage: wgmesh-lab bench [--runs N]   (as root)");
+            eprintln!(
+                "usage (as root):\n  wgmesh-lab demo [--nodes N]   start a mesh of N nodes (default 3) until Ctrl-C\n  wgmesh-lab demo down          remove what a killed demo left behind\n  wgmesh-lab bench [--runs N]   measure the data plane"
+            );
             return ExitCode::from(2);
         }
     };
@@ -162,5 +180,152 @@ fn bench(runs: usize) -> anyhow::Result<()> {
         let (med, min, max) = stats(samples.iter().map(get).collect());
         println!("{name:<44} {med:>10.1} {min:>10.1} {max:>10.1}");
     }
+    Ok(())
+}
+
+/// Builds the daemon binaries when run through cargo, so the demo never runs stale ones.
+fn build_binaries() -> anyhow::Result<()> {
+    let Ok(cargo) = std::env::var("CARGO") else {
+        return Ok(());
+    };
+    let release = std::env::current_exe()?
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "wgmeshd",
+        "-p",
+        "wgmeshctl",
+        "-p",
+        "wgmesh-tests",
+        "--bins",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    if !cmd.status()?.success() {
+        bail!("building wgmeshd and wgmeshctl failed");
+    }
+    Ok(())
+}
+
+fn demo(nodes: usize) -> anyhow::Result<()> {
+    if !(2..=50).contains(&nodes) {
+        bail!("--nodes must be between 2 and 50");
+    }
+    if !wgmesh_tests::lab::require_root() {
+        bail!("the demo needs root (network namespaces): run it with sudo");
+    }
+    build_binaries()?;
+    let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+    let lab = Lab::one_lan("demo", &names)?;
+    let secret_out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
+        .args(["secret", "new"])
+        .output()?;
+    let secret = lab.dir().join("mesh.secret");
+    std::fs::write(&secret, &secret_out.stdout)?;
+    println!(
+        "Starting {nodes} wgmeshd nodes on one LAN (namespaces {}-*)…",
+        lab.prefix()
+    );
+    let started = std::time::Instant::now();
+    for h in lab.hosts() {
+        h.command(wgmesh_tests::binary("wgmeshd"))
+            .args(["join", "--wg-backend", "userspace", "--secret-file"])
+            .arg(&secret)
+            .arg("--state-dir")
+            .arg(h.state_dir())
+            .arg("--socket")
+            .arg(h.socket_path())
+            .spawn()?;
+    }
+    let get = |h: &Host, path: &str| wgmesh_tests::api::get_json(&h.socket_path(), path);
+    let full = wgmesh_tests::lab::wait_until(Duration::from_secs(60), || {
+        lab.hosts().iter().all(|h| {
+            get(h, "/v1/peers").is_ok_and(|v| {
+                v["peers"].as_array().is_some_and(|ps| {
+                    ps.len() == nodes - 1
+                        && ps.iter().all(|p| p["last_handshake_seconds_ago"].is_u64())
+                })
+            })
+        })
+    });
+    if !full {
+        lab.print_logs(30);
+        bail!("the nodes did not form a full mesh within 60 s (logs above)");
+    }
+    println!(
+        "Full mesh after {:.1} s.\n",
+        started.elapsed().as_secs_f64()
+    );
+    for h in lab.hosts() {
+        println!("── {} (wgmeshctl status) ──", h.name());
+        let out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
+            .arg("--socket")
+            .arg(h.socket_path())
+            .arg("status")
+            .output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        println!();
+    }
+    println!("Pings over the mesh:");
+    let ips: Vec<(String, String)> = lab
+        .hosts()
+        .iter()
+        .map(|h| {
+            let ip = get(h, "/v1/status").map(|s| s["mesh_ip"].as_str().unwrap_or("").to_owned());
+            (h.name().to_owned(), ip.unwrap_or_default())
+        })
+        .collect();
+    for h in lab.hosts() {
+        for (name, ip) in &ips {
+            if name == h.name() {
+                continue;
+            }
+            let ok = ip.parse().is_ok_and(|addr| h.ping(addr).unwrap_or(false));
+            println!(
+                "  {} -> {name} ({ip}): {}",
+                h.name(),
+                if ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    println!(
+        "\nThe mesh stays up; inspect it with e.g.\n  wgmeshctl --socket {} peers\nPress Ctrl-C to stop and clean up.",
+        lab.hosts()[0].socket_path().display()
+    );
+    wait_for_ctrl_c()?;
+    println!("Stopping the nodes and removing the lab…");
+    drop(lab);
+    Ok(())
+}
+
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    Ok(())
+}
+
+fn demo_down() -> anyhow::Result<()> {
+    if !wgmesh_tests::lab::require_root() {
+        bail!("cleaning up the demo needs root");
+    }
+    wgmesh_tests::lab::sweep_stale()?;
+    println!("Removed the namespaces and directories of labs whose process is gone.");
     Ok(())
 }

@@ -270,19 +270,19 @@ impl AnyWireGuard {
         match choice {
             BackendChoice::Kernel => {
                 let k = kernel::KernelWireGuard::create(net, iface).await?;
-                Ok((Self::Kernel(k), "kernel (requested)".into()))
+                Ok((Self::Kernel(k), "requested".into()))
             }
             BackendChoice::Userspace => {
                 let u = userspace::UserspaceWireGuard::create(iface, listen_port).await?;
-                Ok((Self::Userspace(u), "userspace (requested)".into()))
+                Ok((Self::Userspace(u), "requested".into()))
             }
             BackendChoice::Auto => match kernel::KernelWireGuard::create(net, iface).await {
-                Ok(k) => Ok((Self::Kernel(k), "kernel (module available)".into())),
+                Ok(k) => Ok((Self::Kernel(k), "auto: kernel module available".into())),
                 Err(WgError::KernelUnavailable { reason, .. }) => {
                     let u = userspace::UserspaceWireGuard::create(iface, listen_port).await?;
                     Ok((
                         Self::Userspace(u),
-                        format!("userspace (kernel WireGuard unavailable: {reason})"),
+                        format!("auto: kernel WireGuard unavailable: {reason}"),
                     ))
                 }
                 Err(e) => Err(e),
