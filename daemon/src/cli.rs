@@ -110,9 +110,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
-    let secret = args.secret.resolve()?;
-    if let Some(warning) = args.secret.process_list_warning() {
+/// Resolves the secret and logs the advice about weak ways of giving it.
+fn resolve_secret(args: &SecretArgs) -> anyhow::Result<crate::config::MeshSecret> {
+    let secret = args.resolve()?;
+    if let Some(warning) = args.process_list_warning() {
         tracing::warn!("{warning}");
     }
     if !secret.was_uri_form() {
@@ -120,6 +121,11 @@ fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
             "secret does not use the wgmesh:// format and may have low entropy; create one with `wgmeshctl secret new`"
         );
     }
+    Ok(secret)
+}
+
+fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let secret = resolve_secret(&args.secret)?;
     let opts = crate::daemon::JoinOptions {
         secret,
         interface: args.interface,
@@ -179,15 +185,7 @@ fn watch_signals(
 }
 
 fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
-    let secret = args.secret.resolve()?;
-    if let Some(warning) = args.secret.process_list_warning() {
-        tracing::warn!("{warning}");
-    }
-    if !secret.was_uri_form() {
-        tracing::warn!(
-            "secret does not use the wgmesh:// format and may have low entropy; create one with `wgmeshctl secret new`"
-        );
-    }
+    let secret = resolve_secret(&args.secret)?;
     let keys = DerivedKeys::derive(&secret);
     let mesh = MeshParams {
         secret: &secret,

@@ -23,24 +23,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") if args.get(1).map(String::as_str) == Some("down") => demo_down(),
-        Some("demo") => {
-            let nodes = args
-                .iter()
-                .position(|a| a == "--nodes")
-                .and_then(|i| args.get(i + 1))
-                .map_or(Ok(3), |v| v.parse::<usize>())
-                .context("--nodes takes a number");
-            nodes.and_then(demo)
-        }
-        Some("bench") => {
-            let runs = args
-                .iter()
-                .position(|a| a == "--runs")
-                .and_then(|i| args.get(i + 1))
-                .map_or(Ok(5), |v| v.parse::<usize>())
-                .context("--runs takes a number");
-            runs.and_then(bench)
-        }
+        Some("demo") => number_flag(&args, "--nodes", 3).and_then(demo),
+        Some("bench") => number_flag(&args, "--runs", 5).and_then(bench),
         _ => {
             eprintln!(
                 "usage (as root):\n  wgmesh-lab demo [--nodes N]   start a mesh of N nodes (default 3) until Ctrl-C\n  wgmesh-lab demo down          remove what a killed demo left behind\n  wgmesh-lab bench [--runs N]   measure the data plane"
@@ -54,6 +38,17 @@ fn main() -> ExitCode {
             eprintln!("wgmesh-lab: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The number after `flag` in `args`, or `default` when the flag is absent.
+fn number_flag(args: &[String], flag: &str, default: usize) -> anyhow::Result<usize> {
+    match args.iter().position(|a| a == flag) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{flag} takes a number")),
     }
 }
 
