@@ -197,27 +197,27 @@ async fn run_node(
         mesh_ipv6: id.mesh_ipv6,
     };
     let facts = NodeFacts {
-        interface: iface.to_owned(),
-        public_key: id.public_key.clone(),
-        mesh_ip: id.mesh_ip.to_string(),
-        mesh_ipv6: id.mesh_ipv6.to_string(),
-        mesh_subnet: opts
-            .mesh_subnet
-            .map_or_else(|| legacy_subnet(keys).to_string(), |s| s.to_string()),
-        network_id: keys.network_id_short(),
-        listen_port: port,
-        wg_backend: wg.kind().to_owned(),
-        wg_backend_reason: backend_reason,
-        lan_discovery: opts.lan_discovery,
+        base: wgmesh_api_types::Status {
+            schema_version: wgmesh_api_types::SCHEMA_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            interface: iface.to_owned(),
+            public_key: id.public_key.clone(),
+            mesh_ip: id.mesh_ip.to_string(),
+            mesh_ipv6: id.mesh_ipv6.to_string(),
+            mesh_subnet: opts
+                .mesh_subnet
+                .map_or_else(|| legacy_subnet(keys).to_string(), |s| s.to_string()),
+            network_id: keys.network_id_short(),
+            listen_port: port,
+            wg_backend: wg.kind().to_owned(),
+            wg_backend_reason: backend_reason,
+            uptime_seconds: 0,
+            lan_discovery: opts.lan_discovery,
+            peers: wgmesh_api_types::PeerCounts::default(),
+        },
         started,
     };
-    let (status_tx, status_rx) = watch::channel(status::status(
-        &facts,
-        &[],
-        &LiveDevice::default(),
-        Instant::now(),
-        SystemTime::now(),
-    ));
+    let (status_tx, status_rx) = watch::channel(facts.base.clone());
     let (peers_tx, peers_rx) = watch::channel(status::peer_list(
         &[],
         &LiveDevice::default(),

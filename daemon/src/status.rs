@@ -11,35 +11,14 @@ use crate::system::wg::LiveDevice;
 /// A handshake this recent counts as "connected" (WireGuard rekeys every 2 minutes).
 pub const CONNECTED_WITHIN: Duration = Duration::from_secs(180);
 
-/// The parts of [`api::Status`] that do not change while the daemon runs.
+/// What the daemon knows about itself at start: the status body with every field that does not
+/// change while it runs (uptime and peer counts are filled in per snapshot).
 #[derive(Debug, Clone)]
 pub struct NodeFacts {
-    /// Interface name.
-    pub interface: String,
-    /// Our public key.
-    pub public_key: String,
-    /// Our mesh IPv4.
-    pub mesh_ip: String,
-    /// Our mesh IPv6.
-    pub mesh_ipv6: String,
-    /// Mesh subnet text.
-    pub mesh_subnet: String,
-    /// Network id (16 hex digits).
-    pub network_id: String,
-    /// Listen port.
-    pub listen_port: u16,
-    /// Backend kind.
-    pub wg_backend: String,
-    /// Why that backend.
-    pub wg_backend_reason: String,
-    /// LAN discovery on.
-    pub lan_discovery: bool,
+    /// The fixed part of every [`api::Status`].
+    pub base: api::Status,
     /// When the daemon started.
     pub started: Instant,
-}
-
-fn secs(d: Duration) -> u64 {
-    d.as_secs()
 }
 
 fn connected(live: &LiveDevice, peer: &Peer, now: SystemTime) -> bool {
@@ -63,24 +42,13 @@ pub fn status(
         .filter(|p| now.saturating_duration_since(p.last_seen) < DEAD_AFTER)
         .count();
     api::Status {
-        schema_version: api::SCHEMA_VERSION,
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        interface: facts.interface.clone(),
-        public_key: facts.public_key.clone(),
-        mesh_ip: facts.mesh_ip.clone(),
-        mesh_ipv6: facts.mesh_ipv6.clone(),
-        mesh_subnet: facts.mesh_subnet.clone(),
-        network_id: facts.network_id.clone(),
-        listen_port: facts.listen_port,
-        wg_backend: facts.wg_backend.clone(),
-        wg_backend_reason: facts.wg_backend_reason.clone(),
-        uptime_seconds: secs(now.saturating_duration_since(facts.started)),
-        lan_discovery: facts.lan_discovery,
+        uptime_seconds: now.saturating_duration_since(facts.started).as_secs(),
         peers: api::PeerCounts {
             total: peers.len(),
             active,
             connected: peers.iter().filter(|p| connected(live, p, wall)).count(),
         },
+        ..facts.base.clone()
     }
 }
 
@@ -115,12 +83,12 @@ pub fn peer_list(
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
-                last_seen_seconds_ago: secs(seen),
+                last_seen_seconds_ago: seen.as_secs(),
                 state: if seen < DEAD_AFTER { "active" } else { "dead" }.to_owned(),
                 last_handshake_seconds_ago: lp
                     .and_then(|l| l.last_handshake)
                     .and_then(|t| wall.duration_since(t).ok())
-                    .map(secs),
+                    .map(|d| d.as_secs()),
                 rx_bytes: lp.map_or(0, |l| l.rx_bytes),
                 tx_bytes: lp.map_or(0, |l| l.tx_bytes),
             }
