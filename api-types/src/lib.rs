@@ -5,6 +5,8 @@
 //! with a stable `type`. This crate holds only serde types and constants so that the daemon, the
 //! CLI and anyone scripting the API share one definition (no tokio, no axum).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Version of every JSON body this crate describes. Bumped on incompatible changes.
@@ -69,7 +71,7 @@ impl Problem {
 }
 
 /// `GET /v1/status`: the node and a summary of its mesh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// Schema version of this body.
     pub schema_version: u32,
@@ -95,10 +97,46 @@ pub struct Status {
     pub wg_backend_reason: String,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
-    /// Whether LAN multicast discovery runs.
-    pub lan_discovery: bool,
+    /// Whether this node serves as an introducer (relay and rendezvous point).
+    pub introducer: bool,
+    /// Networks this node advertises to its peers.
+    pub advertise_routes: Vec<String>,
+    /// Each discovery layer by name (`lan`, …): whether it works, and its last error.
+    pub discovery: BTreeMap<String, LayerStatus>,
+    /// Every long-lived task of the daemon.
+    pub tasks: Vec<TaskStatus>,
     /// Peer counts.
     pub peers: PeerCounts,
+}
+
+/// One discovery layer in [`Status::discovery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerStatus {
+    /// `running`, `retrying` (not working right now, trying again) or `off` (disabled).
+    pub state: String,
+    /// What the layer is using, e.g. the interfaces LAN discovery announces on.
+    pub detail: Option<String>,
+    /// The last error, kept after recovery so that flapping stays visible.
+    pub last_error: Option<String>,
+    /// Seconds since that error.
+    pub last_error_seconds_ago: Option<u64>,
+    /// Seconds since the layer last did its job (sent or heard something useful).
+    pub last_success_seconds_ago: Option<u64>,
+}
+
+/// One task in [`Status::tasks`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task's name (`reconcile`, `api`, `lan-discovery`, …).
+    pub name: String,
+    /// `running`, `restarting` (failed, waiting to start again), `stopped` or `failed`.
+    pub state: String,
+    /// How many times it was restarted after a failure.
+    pub restarts: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Seconds since that failure.
+    pub last_error_seconds_ago: Option<u64>,
 }
 
 /// Peer counts in [`Status`].
@@ -106,14 +144,16 @@ pub struct Status {
 pub struct PeerCounts {
     /// Peers in the store.
     pub total: usize,
-    /// Peers seen within the last 5 minutes.
+    /// Peers heard of within the last 5 minutes and not quarantined (configured on the device).
     pub active: usize,
     /// Peers with a WireGuard handshake in the last 3 minutes.
     pub connected: usize,
+    /// Peers excluded for a while after a health eviction.
+    pub quarantined: usize,
 }
 
 /// `GET /v1/peers`: every known peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerList {
     /// Schema version of this body.
     pub schema_version: u32,
@@ -122,7 +162,7 @@ pub struct PeerList {
 }
 
 /// One peer in [`PeerList`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     /// WireGuard public key.
     pub public_key: String,
@@ -144,7 +184,8 @@ pub struct Peer {
     pub routable_networks: Vec<String>,
     /// Seconds since the peer was last heard of.
     pub last_seen_seconds_ago: u64,
-    /// `active` (heard of within 5 minutes) or `dead`.
+    /// `active` (heard of within 5 minutes), `quarantined` (excluded after a health eviction) or
+    /// `dead` (silent for 5 minutes; forgotten after 10).
     pub state: String,
     /// Seconds since the last WireGuard handshake, if there was one.
     pub last_handshake_seconds_ago: Option<u64>,
@@ -152,6 +193,20 @@ pub struct Peer {
     pub rx_bytes: u64,
     /// Bytes sent to the peer.
     pub tx_bytes: u64,
+    /// Networks it advertises that this node does not route, and why.
+    pub routes_refused: Vec<RouteRefusal>,
+}
+
+/// An advertised network this node refuses to route through the peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRefusal {
+    /// The prefix as the peer advertised it (canonical form).
+    pub prefix: String,
+    /// Stable code: `too_broad`, `reserved`, `mesh_subnet`, `local_network`, `peer_endpoint`,
+    /// `claimed_by_other_peer`.
+    pub reason: String,
+    /// What exactly it collides with, for humans.
+    pub detail: String,
 }
 
 #[cfg(test)]
@@ -188,11 +243,28 @@ mod tests {
             wg_backend: "userspace".into(),
             wg_backend_reason: "test".into(),
             uptime_seconds: 5,
-            lan_discovery: true,
+            introducer: false,
+            advertise_routes: vec!["192.168.10.0/24".into()],
+            discovery: BTreeMap::from([(
+                "lan".to_owned(),
+                LayerStatus {
+                    state: "retrying".into(),
+                    detail: None,
+                    last_error: Some("no multicast-capable interface is up".into()),
+                    last_error_seconds_ago: Some(3),
+                    last_success_seconds_ago: None,
+                },
+            )]),
+            tasks: vec![TaskStatus {
+                name: "reconcile".into(),
+                state: "running".into(),
+                ..TaskStatus::default()
+            }],
             peers: PeerCounts {
                 total: 2,
                 active: 1,
                 connected: 1,
+                quarantined: 0,
             },
         };
         let back: Status = serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
@@ -214,6 +286,11 @@ mod tests {
                 last_handshake_seconds_ago: Some(2),
                 rx_bytes: 3,
                 tx_bytes: 4,
+                routes_refused: vec![RouteRefusal {
+                    prefix: "0.0.0.0/1".into(),
+                    reason: "too_broad".into(),
+                    detail: "broader than /8".into(),
+                }],
             }],
         };
         let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();

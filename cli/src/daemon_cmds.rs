@@ -91,25 +91,75 @@ pub fn render_status(s: &Status) -> String {
             format!("{} ({})", s.wg_backend, s.wg_backend_reason),
         ),
         (
-            "LAN discovery",
-            if s.lan_discovery { "on" } else { "off" }.to_owned(),
+            "Introducer",
+            if s.introducer { "yes" } else { "no" }.to_owned(),
         ),
-        ("Uptime", human_duration(s.uptime_seconds)),
         (
-            "Peers",
-            format!(
-                "{} total, {} active, {} connected",
-                s.peers.total, s.peers.active, s.peers.connected
-            ),
+            "Advertises",
+            if s.advertise_routes.is_empty() {
+                "-".to_owned()
+            } else {
+                s.advertise_routes.join(", ")
+            },
         ),
+        ("Discovery", render_layers(s)),
+        ("Uptime", human_duration(s.uptime_seconds)),
+        ("Peers", render_counts(s)),
         ("Version", s.version.clone()),
     ];
+    let troubled: Vec<String> = s
+        .tasks
+        .iter()
+        .filter(|t| t.state != "running" && t.state != "stopped")
+        .map(|t| {
+            format!(
+                "{} {} ({} restarts): {}",
+                t.name,
+                t.state,
+                t.restarts,
+                t.last_error.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, String)> = rows
+        .into_iter()
+        .chain(troubled.into_iter().map(|t| ("Task", t)))
+        .collect();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
     for (key, value) in rows {
         let _ = writeln!(out, "{:<width$}  {value}", format!("{key}:"));
     }
     out
+}
+
+/// `lan running, dht retrying (error)` — one entry per discovery layer.
+fn render_layers(s: &Status) -> String {
+    if s.discovery.is_empty() {
+        return "-".to_owned();
+    }
+    s.discovery
+        .iter()
+        .map(|(name, l)| match (&l.state[..], &l.last_error) {
+            ("retrying", Some(e)) => format!("{name} retrying ({e})"),
+            (state, _) => match &l.detail {
+                Some(d) if state == "running" => format!("{name} running ({d})"),
+                _ => format!("{name} {state}"),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_counts(s: &Status) -> String {
+    let mut text = format!(
+        "{} total, {} active, {} connected",
+        s.peers.total, s.peers.active, s.peers.connected
+    );
+    if s.peers.quarantined > 0 {
+        let _ = write!(text, ", {} quarantined", s.peers.quarantined);
+    }
+    text
 }
 
 /// A table of peers, or `No peers`.
@@ -148,7 +198,29 @@ pub fn render_peers(list: &PeerList) -> String {
             p.state.clone(),
         ]);
     }
-    table(&rows)
+    let mut out = table(&rows);
+    let refused: Vec<String> = list
+        .peers
+        .iter()
+        .flat_map(|p| {
+            let name = if p.hostname.is_empty() {
+                p.public_key.clone()
+            } else {
+                p.hostname.clone()
+            };
+            p.routes_refused
+                .iter()
+                .map(move |r| format!("  {name}: {} ({}): {}", r.prefix, r.reason, r.detail))
+        })
+        .collect();
+    if !refused.is_empty() {
+        out.push_str("\nAdvertised routes not installed:\n");
+        for line in refused {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Columns separated by two spaces, left-aligned, no trailing blanks.

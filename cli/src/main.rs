@@ -82,8 +82,8 @@ fn resolve_secret(
     args: &wgmeshd::config::SecretArgs,
 ) -> anyhow::Result<wgmeshd::config::MeshSecret> {
     let secret = args.resolve()?;
-    if let Some(warning) = args.process_list_warning() {
-        eprintln!("wgmeshctl: warning: {warning}");
+    for advice in wgmeshd::config::secret_advice(&secret) {
+        eprintln!("wgmeshctl: warning: {advice}");
     }
     Ok(secret)
 }

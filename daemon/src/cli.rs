@@ -1,17 +1,25 @@
 //! Command line of `wgmeshd`. Parsing is clap's; each command is a function returning an exit
 //! status, so `main` only wires things up.
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{InterfaceName, MeshSubnet, SecretArgs};
+use crate::config::{
+    InterfaceName, MeshSubnet, SECRET_ENV, SecretArgs, SecretOrigin, secret_advice,
+};
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
 use crate::logging::{LogFormat, LogLevel};
+
+/// How long the runtime waits for stuck blocking calls when the daemon exits.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// wgmeshd: decentralized WireGuard mesh daemon. Every machine that knows the same secret joins
 /// the same mesh; there is no coordination server.
@@ -97,15 +105,39 @@ pub struct JoinArgs {
     /// Do not announce or listen on the LAN multicast group.
     #[arg(long)]
     no_lan_discovery: bool,
-    /// Announce this node as an introducer (a relay and rendezvous point for others).
+    /// Serve as an introducer: forward traffic between peers that cannot reach each other
+    /// directly (turns on IP forwarding and, where a firewall would drop it, accepts forwarding
+    /// on the mesh interface; both restored at exit) and announce it.
     #[arg(long)]
     introducer: bool,
 }
 
+/// The `wgmeshd` program: parses `args` (the first one is the program name), sets up logging,
+/// runs the command, prints an error once. `main.rs` calls it with the process arguments.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    crate::logging::init(cli.log_level, cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("wgmeshd: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the parsed command line.
+///
+/// # Errors
+///
+/// Whatever the command failed with; `main_from` prints it.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Join(args) => join_cmd(*args),
+        Command::Join(args) => join_cmd(*args, cli.log_level),
         Command::Identity(args) => identity_cmd(&args),
     }
 }
@@ -113,8 +145,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Resolves the secret and logs the advice about weak ways of giving it.
 fn resolve_secret(args: &SecretArgs) -> anyhow::Result<crate::config::MeshSecret> {
     let secret = args.resolve()?;
-    if let Some(warning) = args.process_list_warning() {
-        tracing::warn!("{warning}");
+    for advice in secret_advice(&secret) {
+        tracing::warn!("{advice}");
     }
     if !secret.was_uri_form() {
         tracing::warn!(
@@ -124,8 +156,32 @@ fn resolve_secret(args: &SecretArgs) -> anyhow::Result<crate::config::MeshSecret
     Ok(secret)
 }
 
-fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
+/// Removes `WGMESH_SECRET` from the environment and overwrites its value in place, so that
+/// neither child processes nor `/proc/<pid>/environ` (which shows the original block) carry it.
+///
+/// # Safety
+///
+/// Must run while the process has a single thread: the environment is not synchronised.
+unsafe fn scrub_secret_env() {
+    let name = c"WGMESH_SECRET";
+    // SAFETY: getenv returns a pointer to a NUL-terminated string in the environment block (or
+    // null); we overwrite exactly its strlen bytes, then drop the variable. Single-threaded per
+    // this function's contract, so nobody reads it meanwhile.
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if !value.is_null() {
+            std::ptr::write_bytes(value, b'x', libc::strlen(value));
+        }
+        std::env::remove_var(SECRET_ENV);
+    }
+}
+
+fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
     let secret = resolve_secret(&args.secret)?;
+    if *secret.origin() == SecretOrigin::Env {
+        // SAFETY: no runtime and no other thread exist yet (logging spawns none).
+        unsafe { scrub_secret_env() };
+    }
     let opts = crate::daemon::JoinOptions {
         secret,
         interface: args.interface,
@@ -137,28 +193,35 @@ fn join_cmd(args: JoinArgs) -> anyhow::Result<ExitCode> {
         advertise_routes: args.advertise_routes,
         lan_discovery: !args.no_lan_discovery,
         introducer: args.introducer,
+        log_level,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Signals are handled from the first moment, so a SIGTERM during start-up still tears
         // down what was built.
-        let stop = tokio_util::sync::CancellationToken::new();
-        let signals = watch_signals(stop.clone())?;
-        let result = crate::daemon::run(opts, stop.cancelled_owned()).await;
+        let (stop, force) = (CancellationToken::new(), CancellationToken::new());
+        let signals = watch_signals(stop.clone(), force.clone())?;
+        let result =
+            crate::daemon::run(opts, stop.cancelled_owned(), force.cancelled_owned()).await;
         signals.abort();
         result
-    })?;
+    });
+    // A task stuck in a blocking call must not keep the process alive after the teardown.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// First SIGINT/SIGTERM cancels `stop`; a second one exits the process at once. SIGHUP is
+/// The first SIGINT/SIGTERM cancels `stop` (graceful: wait for the tasks, then tear down); a
+/// second one cancels `force` (stop waiting, tear down now); a third exits at once. SIGHUP is
 /// logged (live reload comes with the control-plane work).
 fn watch_signals(
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
+    force: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -174,9 +237,17 @@ fn watch_signals(
                     continue;
                 }
             };
-            if stop.is_cancelled() {
-                tracing::warn!(signal = name, "second signal: exiting immediately");
+            if force.is_cancelled() {
+                tracing::warn!(signal = name, "third signal: exiting immediately");
                 std::process::exit(130);
+            }
+            if stop.is_cancelled() {
+                tracing::warn!(
+                    signal = name,
+                    "second signal: tearing down without waiting for the tasks"
+                );
+                force.cancel();
+                continue;
             }
             tracing::info!(signal = name, "stopping");
             stop.cancel();
@@ -211,7 +282,7 @@ fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
             "interface": args.interface.as_str(),
             "state_file": path,
             "created": outcome == LoadOutcome::Created,
-            "public_key": id.public_key,
+            "public_key": id.public_key.to_string(),
             "mesh_ip": id.mesh_ip.to_string(),
             "mesh_ipv6": id.mesh_ipv6.to_string(),
             "mesh_prefix_len": prefix_len,

@@ -11,13 +11,13 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
 
 use crate::config::{InterfaceName, MeshSecret, MeshSubnet};
 use crate::crypto::{DerivedKeys, legacy_subnet, mesh_ipv4, mesh_ipv6};
-use crate::system::fs::{FsError, ensure_private_dir, write_atomic};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::system::fs::{FsError, ensure_private_dir, owner_uid, read_private, write_atomic};
 use crate::wire::decode_wg_key;
 
 /// Default directory of state files.
@@ -42,6 +42,12 @@ pub struct StateFile {
     pub mesh_ipv6: String,
 }
 
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.wg_private_key);
+    }
+}
+
 impl fmt::Debug for StateFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateFile")
@@ -53,12 +59,12 @@ impl fmt::Debug for StateFile {
     }
 }
 
-/// A loaded identity. `Debug` never shows the private key.
-#[derive(Clone)]
+/// A loaded identity. `Debug` never shows the private key; not `Clone` (one copy of the key).
 pub struct Identity {
-    private_key: StaticSecret,
-    /// Base64 WireGuard public key (the node's name in the mesh).
-    pub public_key: String,
+    /// The node's private key.
+    pub private_key: PrivateKey,
+    /// The node's WireGuard public key (its name in the mesh).
+    pub public_key: PublicKey,
     /// Mesh IPv4 address.
     pub mesh_ip: Ipv4Addr,
     /// Mesh IPv6 address.
@@ -72,13 +78,6 @@ impl fmt::Debug for Identity {
             .field("mesh_ip", &self.mesh_ip)
             .field("mesh_ipv6", &self.mesh_ipv6)
             .finish_non_exhaustive()
-    }
-}
-
-impl Identity {
-    /// The raw private key bytes, for handing to the WireGuard device only.
-    pub fn private_key_bytes(&self) -> [u8; 32] {
-        self.private_key.to_bytes()
     }
 }
 
@@ -99,6 +98,18 @@ pub enum IdentityError {
     /// Reading, creating or writing failed.
     #[error(transparent)]
     Io(#[from] FsError),
+    /// The state directory can be written by other users, who could replace or redirect the
+    /// private key; nothing is written there.
+    #[error(
+        "refusing to keep the private key in {}: {why}; fix it or choose another --state-dir",
+        dir.display()
+    )]
+    UnsafeDirectory {
+        /// The state directory.
+        dir: PathBuf,
+        /// What is wrong and how to fix it (e.g. "writable by group (mode 775): chmod go-w").
+        why: String,
+    },
     /// The file exists but its contents are not a usable identity. Never replaced automatically.
     #[error(
         "state file {} is corrupt ({reason}); it holds this node's private key, so it is not replaced automatically: repair it, or move it away to start as a new node",
@@ -170,6 +181,49 @@ pub fn plan_addresses(
     (v4, v6, changed)
 }
 
+/// Creates the state directory (0700) if needed and checks that nobody but its owner can write
+/// to it: a directory writable by others is refused ([`IdentityError::UnsafeDirectory`]); one
+/// readable by others is only warned about (the files themselves are 0600).
+///
+/// # Errors
+///
+/// The directory cannot be created or inspected, or it is writable by group or others.
+pub fn check_state_dir(state_dir: &Path) -> Result<(), IdentityError> {
+    let dir_mode = ensure_private_dir(state_dir, DIR_MODE)?;
+    let owner = owner_uid(state_dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let unsafe_dir = |why: String| IdentityError::UnsafeDirectory {
+        dir: state_dir.to_owned(),
+        why,
+    };
+    let who = match (dir_mode & 0o020 != 0, dir_mode & 0o002 != 0) {
+        (true, true) => Some("group and others"),
+        (true, false) => Some("group"),
+        // Sticky and world-writable (like /tmp) still lets others plant files and names.
+        (false, true) => Some("others"),
+        (false, false) => None,
+    };
+    if let Some(who) = who {
+        return Err(unsafe_dir(format!(
+            "the directory is writable by {who} (mode {dir_mode:o}; run `chmod go-w` on it)"
+        )));
+    }
+    if owner != me && owner != 0 {
+        return Err(unsafe_dir(format!(
+            "the directory belongs to uid {owner}, who could change it (run `chown {me}` on it)"
+        )));
+    }
+    if dir_mode & 0o055 != 0 {
+        tracing::warn!(
+            dir = %state_dir.display(),
+            mode = format!("{dir_mode:o}"),
+            "state directory is readable by other users; it holds private keys (chmod 700 it)"
+        );
+    }
+    Ok(())
+}
+
 /// Loads the identity of `iface` from `state_dir`, creating it on first use, and saves any
 /// address that had to be (re-)derived.
 pub fn load_or_create(
@@ -177,16 +231,9 @@ pub fn load_or_create(
     iface: &InterfaceName,
     mesh: &MeshParams<'_>,
 ) -> Result<(Identity, LoadOutcome), IdentityError> {
-    let dir_mode = ensure_private_dir(state_dir, DIR_MODE)?;
-    if dir_mode & 0o077 != 0 {
-        tracing::warn!(
-            dir = %state_dir.display(),
-            mode = format!("{dir_mode:o}"),
-            "state directory is accessible to other users; it holds private keys (chmod 700 it)"
-        );
-    }
+    check_state_dir(state_dir)?;
     let path = state_file_path(state_dir, iface);
-    match std::fs::read(&path) {
+    match read_private(&path) {
         Ok(bytes) => load_existing(&path, &bytes, mesh),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(&path, mesh),
         Err(source) => Err(FsError {
@@ -217,15 +264,17 @@ fn load_existing(
             e.column()
         ))
     })?;
-    let private = decode_wg_key(&state.wg_private_key)
-        .map_err(|e| corrupt(format!("wg_private_key: {e}")))?;
-    let private_key = StaticSecret::from(private);
-    let public_key = encode_key(PublicKey::from(&private_key).as_bytes());
-    if !state.wg_pubkey.is_empty() && state.wg_pubkey != public_key {
+    let private_key = PrivateKey::from_bytes(
+        decode_wg_key(&state.wg_private_key)
+            .map_err(|e| corrupt(format!("wg_private_key: {e}")))?,
+    );
+    let public_key = private_key.public_key();
+    let public_text = public_key.to_string();
+    if !state.wg_pubkey.is_empty() && state.wg_pubkey != public_text {
         return Err(corrupt("wg_pubkey does not match wg_private_key".into()));
     }
     let (mesh_ip, mesh_ipv6, changed) =
-        plan_addresses(&state.mesh_ip, &state.mesh_ipv6, &public_key, mesh);
+        plan_addresses(&state.mesh_ip, &state.mesh_ipv6, &public_text, mesh);
     let identity = Identity {
         private_key,
         public_key,
@@ -242,15 +291,15 @@ fn load_existing(
 }
 
 fn create(path: &Path, mesh: &MeshParams<'_>) -> Result<(Identity, LoadOutcome), IdentityError> {
-    let mut key = [0u8; 32];
-    getrandom::getrandom(&mut key).map_err(IdentityError::Random)?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(key.as_mut()).map_err(IdentityError::Random)?;
     // Clamp as `wg genkey` does, so the stored key is byte-identical to what wg tools show.
     key[0] &= 248;
     key[31] &= 127;
     key[31] |= 64;
-    let private_key = StaticSecret::from(key);
-    let public_key = encode_key(PublicKey::from(&private_key).as_bytes());
-    let (mesh_ip, mesh_ipv6, _) = plan_addresses("", "", &public_key, mesh);
+    let private_key = PrivateKey::from_bytes(*key);
+    let public_key = private_key.public_key();
+    let (mesh_ip, mesh_ipv6, _) = plan_addresses("", "", &public_key.to_string(), mesh);
     let identity = Identity {
         private_key,
         public_key,
@@ -264,13 +313,15 @@ fn create(path: &Path, mesh: &MeshParams<'_>) -> Result<(Identity, LoadOutcome),
 /// Writes the identity atomically (temp file, fsync, rename, fsync directory), mode 0600.
 pub fn save(path: &Path, identity: &Identity) -> Result<(), IdentityError> {
     let state = StateFile {
-        wg_pubkey: identity.public_key.clone(),
-        wg_private_key: encode_key(&identity.private_key.to_bytes()),
+        wg_pubkey: identity.public_key.to_string(),
+        wg_private_key: identity.private_key.to_base64().to_string(),
         mesh_ip: identity.mesh_ip.to_string(),
         mesh_ipv6: identity.mesh_ipv6.to_string(),
     };
-    let mut text = serde_json::to_vec_pretty(&state)
-        .unwrap_or_else(|_| unreachable!("a struct of strings serialises"));
+    let mut text = Zeroizing::new(
+        serde_json::to_vec_pretty(&state)
+            .unwrap_or_else(|_| unreachable!("a struct of strings serialises")),
+    );
     text.push(b'\n');
     write_atomic(path, &text, FILE_MODE)?;
     Ok(())
@@ -290,14 +341,16 @@ fn warn_if_loose(path: &Path) {
     }
 }
 
-fn encode_key(bytes: &[u8; 32]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
     use crate::config::SecretOrigin;
+
+    fn encode_key(bytes: &[u8; 32]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
 
     struct Mesh {
         secret: MeshSecret,
@@ -334,7 +387,7 @@ mod tests {
         let (b, outcome) = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded);
         assert_eq!(a.public_key, b.public_key);
-        assert_eq!(a.private_key_bytes(), b.private_key_bytes());
+        assert_eq!(a.private_key, b.private_key);
         assert_eq!((a.mesh_ip, a.mesh_ipv6), (b.mesh_ip, b.mesh_ipv6));
         let path = state_file_path(dir.path(), &wg0());
         use std::os::unix::fs::PermissionsExt;
@@ -344,7 +397,7 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("{\n  \"wg_pubkey\": "), "{text}");
-        assert!(!format!("{a:?}").contains(&encode_key(&a.private_key_bytes())));
+        assert!(!format!("{a:?}").contains(a.private_key.to_base64().as_str()));
     }
 
     #[test]
@@ -352,16 +405,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = mesh("test-secret-0123456789");
         // A key pair in Go's format (no mesh_ip / mesh_ipv6, as older Go versions wrote).
-        let secret = StaticSecret::from([7u8; 32]);
-        let public = encode_key(PublicKey::from(&secret).as_bytes());
+        let secret = PrivateKey::from_bytes([7u8; 32]);
+        let public = secret.public_key().to_string();
         let go = format!(
             "{{\n  \"wg_pubkey\": \"{public}\",\n  \"wg_private_key\": \"{}\"\n}}",
-            encode_key(&secret.to_bytes())
+            encode_key(secret.expose_secret())
         );
         std::fs::write(state_file_path(dir.path(), &wg0()), go).unwrap();
         let (id, outcome) = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap();
         assert_eq!(outcome, LoadOutcome::Updated(vec!["mesh_ip", "mesh_ipv6"]));
-        assert_eq!(id.public_key, public);
+        assert_eq!(id.public_key.to_string(), public);
         assert_eq!(id.mesh_ip, mesh_ipv4(&m.keys, &m.secret, &public, None));
     }
 
@@ -398,7 +451,7 @@ mod tests {
     #[test]
     fn corrupt_files_are_errors_and_left_untouched() {
         let m = mesh("test-secret-0123456789");
-        let valid = StaticSecret::from([7u8; 32]);
+        let valid = PrivateKey::from_bytes([7u8; 32]);
         let cases = [
             ("", "not valid state JSON"),
             ("{\"wg_pubkey\": \"x\", \"wg_priv", "not valid state JSON"),
@@ -411,7 +464,7 @@ mod tests {
                 &*format!(
                     "{{\"wg_pubkey\": \"{}\", \"wg_private_key\": \"{}\"}}",
                     encode_key(&[1; 32]),
-                    encode_key(&valid.to_bytes())
+                    encode_key(valid.expose_secret())
                 ),
                 "does not match",
             ),
@@ -424,7 +477,7 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(&path.display().to_string()), "{text}");
             assert!(text.contains(reason), "{contents:?}: {text}");
-            assert!(!text.contains(&encode_key(&valid.to_bytes())), "{text}");
+            assert!(!text.contains(&encode_key(valid.expose_secret())), "{text}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), contents);
         }
     }
@@ -437,5 +490,32 @@ mod tests {
         std::fs::create_dir(state_file_path(dir.path(), &wg0())).unwrap();
         let err = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap_err();
         assert!(err.to_string().contains("wg0.json"), "{err}");
+    }
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused_and_nothing_is_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let m = mesh("test-secret-0123456789");
+        for mode in [0o770, 0o707, 0o1777] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_or_create(dir.path(), &wg0(), &m.params(None)).unwrap_err();
+            assert!(
+                matches!(err, IdentityError::UnsafeDirectory { .. }),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            assert!(text.contains("writable by"), "{text}");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "{mode:o}"
+            );
+        }
+        // Readable by others is only a warning.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(load_or_create(dir.path(), &wg0(), &m.params(None)).is_ok());
     }
 }

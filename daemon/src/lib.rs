@@ -6,16 +6,23 @@
 //! - [`config`]: values parsed at the edge (secret, interface name, custom subnet). Pure.
 //! - [`crypto`]: everything derived from the secret, the mesh addresses and the AES-GCM envelope,
 //!   bit-compatible with Go wgmesh. Pure.
+//! - [`keys`]: WireGuard public, private and preshared keys. Pure.
 //! - [`wire`]: discovery payloads and the Go-compatible JSON they travel as. Pure.
 //! - `identity` (feature `runtime`): the node's key pair and mesh addresses on disk.
+//! - `node`: this node's changing facts (`LocalNode`), shared on a watch channel.
+//! - `peers`: the peer store (merge rules, ranking, liveness). `engine`: desired device, diff,
+//!   reconcile loop, route policy. `discovery`: tasks that write the store.
+//! - `supervisor`: every long-lived task runs there, by name, restarted or fatal.
 //! - `system` (feature `runtime`): the only code that touches the OS.
 //! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
+//! - `daemon`: the lifecycle that wires all of it together.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
 //! for its offline commands (`secret inspect`, `secret mesh-ip`, `debug decode-packet`).
 
 pub mod config;
 pub mod crypto;
+pub mod keys;
 pub mod wire;
 
 #[cfg(feature = "runtime")]
@@ -33,8 +40,12 @@ pub mod identity;
 #[cfg(feature = "runtime")]
 pub mod logging;
 #[cfg(feature = "runtime")]
+pub mod node;
+#[cfg(feature = "runtime")]
 pub mod peers;
 #[cfg(feature = "runtime")]
 pub mod status;
+#[cfg(feature = "runtime")]
+pub mod supervisor;
 #[cfg(feature = "runtime")]
 pub mod system;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wgmesh_api_types::{PeerCounts, PeerList, SCHEMA_VERSION, Status};
-use wgmeshd::api::{ApiError, ApiState, serve};
+use wgmeshd::api::{ApiError, ApiState, bind, serve};
 
 fn status() -> Status {
     Status {
@@ -30,8 +30,8 @@ fn status() -> Status {
         wg_backend: "userspace".into(),
         wg_backend_reason: "test".into(),
         uptime_seconds: 1,
-        lan_discovery: false,
         peers: PeerCounts::default(),
+        ..Status::default()
     }
 }
 
@@ -56,7 +56,7 @@ fn start(path: &Path) -> Running {
     let token = CancellationToken::new();
     let path = path.to_owned();
     let shutdown = token.clone();
-    let task = tokio::spawn(async move { serve(&path, state, shutdown).await });
+    let task = tokio::spawn(async move { serve(bind(&path).await?, state, shutdown).await });
     Running {
         _status: status_tx,
         _peers: peers_tx,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
-use wgmeshd::system::wg::{PrivateKey, PublicKey};
+use wgmeshd::keys::{PrivateKey, PublicKey};
 
 use crate::lab::{Host, PipedProcess};
 
@@ -83,7 +83,7 @@ pub fn keypair(n: u16) -> (String, String) {
     let mut bytes = [0u8; 32];
     bytes[1..3].copy_from_slice(&n.to_be_bytes());
     bytes[31] = 0x40;
-    let private = PrivateKey(bytes);
+    let private = PrivateKey::from_bytes(bytes);
     let public: PublicKey = private.public_key();
-    (private.to_base64(), public.to_string())
+    (private.to_base64().to_string(), public.to_string())
 }

@@ -40,11 +40,16 @@ pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`ApiError::NotASocket`] when a non-socket file is in the way, and the I/O failures of each
 /// step; every message names `path`.
 pub async fn serve(
-    path: &Path,
+    listener: ApiListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    let (listener, socket_file) = bind(path).await?;
+    let ApiListener {
+        listener,
+        socket_file,
+    } = listener;
+    let path = socket_file.path.clone();
+    let path = path.as_path();
     tracing::info!(socket = %path.display(), "control API listening");
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -72,8 +77,29 @@ pub async fn serve(
     })
 }
 
+/// The bound API socket, not yet served. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct ApiListener {
+    listener: UnixListener,
+    socket_file: SocketFile,
+}
+
+/// Claims `path` for the API: replaces a stale socket file, binds, sets mode and group. Done
+/// before anything else at start, so a second daemon fails before it touches a device.
+///
+/// # Errors
+///
+/// See [`serve`].
+pub async fn bind(path: &Path) -> Result<ApiListener, ApiError> {
+    let (listener, socket_file) = bind_socket(path).await?;
+    Ok(ApiListener {
+        listener,
+        socket_file,
+    })
+}
+
 /// Binds `path` with the API's access rules; the returned guard removes the file when dropped.
-async fn bind(path: &Path) -> Result<(UnixListener, SocketFile), ApiError> {
+async fn bind_socket(path: &Path) -> Result<(UnixListener, SocketFile), ApiError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::system::fs::ensure_private_dir(dir, DIR_MODE).map_err(|source| {
             ApiError::CreateDir {
@@ -173,6 +199,7 @@ fn gid_of(group_file: &str, name: &str) -> Option<u32> {
 }
 
 /// The socket file this process bound; removed on drop unless someone replaced it meanwhile.
+#[derive(Debug)]
 struct SocketFile {
     path: PathBuf,
     dev: u64,
@@ -233,7 +260,7 @@ mod tests {
     async fn socket_gets_mode_0660_and_missing_parents() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/wgmesh/api.sock");
-        let (_listener, guard) = bind(&path).await.unwrap();
+        let (_listener, guard) = bind_socket(&path).await.unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, SOCKET_MODE);
         let parent = std::fs::metadata(path.parent().unwrap()).unwrap();

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use wgmesh_api_types::{PeerList, Status};
 
 pub use error::ApiError;
-pub use listener::serve;
+pub use listener::{ApiListener, bind, serve};
 
 /// What the handlers read: the latest snapshots the daemon published.
 ///

@@ -28,12 +28,13 @@ fn status(uptime: u64) -> Status {
         wg_backend: "userspace".into(),
         wg_backend_reason: "no kernel module".into(),
         uptime_seconds: uptime,
-        lan_discovery: true,
         peers: PeerCounts {
             total: 1,
             active: 1,
             connected: 0,
+            quarantined: 0,
         },
+        ..Status::default()
     }
 }
 
@@ -55,6 +56,7 @@ fn peers() -> PeerList {
             last_handshake_seconds_ago: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            routes_refused: vec![],
         }],
     }
 }

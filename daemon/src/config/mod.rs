@@ -8,7 +8,7 @@ mod secret;
 mod subnet;
 
 #[cfg(feature = "cli-args")]
-pub use args::SecretArgs;
+pub use args::{SecretArgs, secret_advice};
 pub use ifname::{DEFAULT_INTERFACE, InterfaceName, InterfaceNameError};
 pub use secret::{
     MIN_SECRET_LEN, MeshSecret, SECRET_ENV, SECRET_FILE_ENV, SecretError, SecretOrigin, URI_PREFIX,

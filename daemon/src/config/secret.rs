@@ -21,11 +21,19 @@ pub const SECRET_FILE_ENV: &str = "WGMESH_SECRET_FILE";
 /// Number of random bytes in a generated secret (Go `GenerateSecret`).
 const GENERATED_SECRET_BYTES: usize = 128;
 
-/// A validated mesh secret. Its `Debug` and `Display` never show the value.
+/// A validated mesh secret. Its `Debug` never shows the value (there is no `Display`), and the
+/// value is zeroed in memory when the secret is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MeshSecret {
     value: String,
     uri_form: bool,
+    origin: SecretOrigin,
+}
+
+impl Drop for MeshSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
 }
 
 /// Why a secret was refused. No variant carries the secret or any part of it.
@@ -112,6 +120,7 @@ impl MeshSecret {
         Ok(Self {
             value: value.to_owned(),
             uri_form,
+            origin,
         })
     }
 
@@ -123,6 +132,11 @@ impl MeshSecret {
     /// The secret as text (for derivations that concatenate strings).
     pub fn expose(&self) -> &str {
         &self.value
+    }
+
+    /// Where the secret was taken from (for advice about how it was given; never the value).
+    pub fn origin(&self) -> &SecretOrigin {
+        &self.origin
     }
 
     /// Whether the input used the `wgmesh://` form. A raw secret may have low entropy; callers
@@ -142,6 +156,7 @@ impl MeshSecret {
         Self {
             value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random),
             uri_form: true,
+            origin: SecretOrigin::Literal,
         }
     }
 
@@ -180,14 +195,14 @@ pub fn resolve_secret(
 }
 
 fn read_secret_file(path: &Path, origin: SecretOrigin) -> Result<MeshSecret, SecretError> {
-    let bytes = std::fs::read(path).map_err(|e| SecretError::File {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| SecretError::File {
         path: path.to_owned(),
         reason: e.to_string(),
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
+    })?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8 {
         path: path.to_owned(),
     })?;
-    MeshSecret::parse(&text, origin)
+    MeshSecret::parse(text, origin)
 }
 
 #[cfg(test)]

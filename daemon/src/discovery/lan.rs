@@ -19,10 +19,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::SelfAnnouncement;
 use crate::crypto::envelope::{Envelope, MessageType};
-use crate::peers::{PeerStore, PeerUpdate, UpdateOutcome};
-use crate::system::wg::PublicKey;
+use crate::keys::PublicKey;
+use crate::node::LocalNode;
+use crate::peers::{Method, PeerStore, PeerUpdate, UpdateOutcome};
 use crate::wire::PeerAnnouncement;
 use crate::wire::announcement::split_host_port;
 
@@ -40,8 +40,6 @@ pub const STARTUP_BURST: [Duration; 3] = [
 pub const MAX_LAN_DATAGRAM: usize = 4096;
 /// WireGuard port assumed when an announcement's endpoint does not parse.
 const DEFAULT_WG_PORT: u16 = 51820;
-/// Method string of this source.
-pub const METHOD: &str = "lan";
 
 /// The WireGuard endpoint of a LAN peer: the packet's source address with the port it advertised
 /// (the advertised host is always replaced: it is often a wildcard or a public address).
@@ -79,15 +77,15 @@ pub fn to_update(ann: &PeerAnnouncement, source: IpAddr, own: &PublicKey) -> Opt
 }
 
 /// The LAN discovery task.
+#[derive(Clone)]
 pub struct LanDiscovery {
     /// Envelope codec with the mesh key.
     pub envelope: Envelope,
     /// Multicast group and port.
     pub group: SocketAddrV4,
-    /// This node's key (own packets are dropped).
-    pub own_key: PublicKey,
-    /// This node's announcement (updated on reload).
-    pub announcement: watch::Receiver<SelfAnnouncement>,
+    /// This node: its key (own packets are dropped) and what it announces (read at every send,
+    /// so a reload is announced at once).
+    pub local: watch::Receiver<LocalNode>,
     /// Where discovered peers go.
     pub store: Arc<PeerStore>,
 }
@@ -139,8 +137,7 @@ impl LanDiscovery {
     }
 
     async fn announce(&self, send: &UdpSocket) {
-        let mut ann = self.announcement.borrow().clone();
-        ann.known_peers.clear();
+        let mut ann = self.local.borrow().announcement();
         ann.timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -164,9 +161,10 @@ impl LanDiscovery {
                 return None;
             }
         };
-        let update = to_update(&ann, source, &self.own_key)?;
+        let own_key = self.local.borrow().public_key;
+        let update = to_update(&ann, source, &own_key)?;
         let key = update.public_key;
-        let outcome = self.store.update(update, METHOD, Instant::now());
+        let outcome = self.store.update(update, Method::Lan, Instant::now());
         if outcome == UpdateOutcome::New {
             tracing::info!(peer = %key, hostname = %ann.hostname, %source, "new peer on the LAN");
         }

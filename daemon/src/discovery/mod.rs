@@ -1,12 +1,7 @@
 //! Discovery: tasks that find peers and only ever write the peer store. Each source turns what it
-//! hears into a [`crate::peers::PeerUpdate`] tagged with its method string (`lan`, `dht`, …).
+//! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
 pub mod lan;
-
-use crate::wire::PeerAnnouncement;
-
-/// This node's own announcement, without a timestamp (set when sent).
-pub type SelfAnnouncement = PeerAnnouncement;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),
 /// else empty (Go sends an empty hostname when it has none).

@@ -2,33 +2,25 @@
 //!
 //! Every usable peer (not this node, with a mesh IPv4) gets one WireGuard entry: its endpoint if
 //! known, the mesh PSK, keepalive 25 s, and allowed IPs = mesh IPv4/32 + mesh IPv6/128 + the
-//! networks it routes for. WireGuard allowed IPs are exclusive, so a prefix claimed by several
-//! peers goes to exactly one of them, deterministically (the smallest public key), instead of
-//! flapping between them on every pass as in Go (weak spot 11); prefixes that are this node's own
-//! mesh addresses are never given to a peer.
+//! networks it routes for that pass the [`RoutePolicy`]. WireGuard allowed IPs are exclusive, so a
+//! prefix claimed by several peers goes to exactly one of them, deterministically (the smallest
+//! public key), instead of flapping between them on every pass as in Go (weak spot 11); prefixes
+//! that are this node's own mesh addresses are never given to a peer. Every advertised network
+//! that is not installed is listed in [`DesiredDevice::refused`] with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
+use super::route_policy::{RefusalReason, RoutePolicy};
+use crate::keys::{PresharedKey, PublicKey};
+use crate::node::LocalNode;
 use crate::peers::Peer;
 use crate::system::net::DesiredRoute;
-use crate::system::wg::{PresharedKey, PublicKey};
 
 /// Persistent keepalive every peer gets (Go sets 25 s on every peer).
 pub const KEEPALIVE_SECS: u16 = 25;
-
-/// This node, as the desired-state computation needs it.
-#[derive(Debug, Clone)]
-pub struct LocalNode {
-    /// Our public key (never a peer of ourselves).
-    pub public_key: PublicKey,
-    /// Our mesh IPv4 (never an allowed IP of a peer).
-    pub mesh_ip: std::net::Ipv4Addr,
-    /// Our mesh IPv6.
-    pub mesh_ipv6: std::net::Ipv6Addr,
-}
 
 /// One peer as the device should hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +35,15 @@ pub struct DesiredPeer {
     pub allowed_ips: Vec<IpNet>,
 }
 
+/// An advertised network that is not routed to the peer that advertised it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RefusedRoute {
+    /// The prefix as advertised, canonicalised.
+    pub prefix: IpNet,
+    /// Why.
+    pub reason: RefusalReason,
+}
+
 /// The device and routes as they should be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredDevice {
@@ -50,41 +51,80 @@ pub struct DesiredDevice {
     pub peers: BTreeMap<PublicKey, DesiredPeer>,
     /// Kernel routes on the mesh interface (networks behind peers).
     pub routes: Vec<DesiredRoute>,
+    /// Advertised networks not installed, by the peer that advertised them.
+    pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
 }
 
 /// The host route (/32 or /128) of an address.
-fn host(ip: impl Into<std::net::IpAddr>) -> IpNet {
+fn host(ip: impl Into<IpAddr>) -> IpNet {
     IpNet::from(ip.into())
 }
 
 /// Computes the desired device from the active peers.
-pub fn desired_device(local: &LocalNode, peers: &[Peer], psk: PresharedKey) -> DesiredDevice {
-    let own: BTreeSet<IpNet> = [host(local.mesh_ip), host(local.mesh_ipv6)]
-        .into_iter()
-        .collect();
+pub fn desired_device(
+    local: &LocalNode,
+    peers: &[Peer],
+    psk: PresharedKey,
+    policy: &RoutePolicy,
+) -> DesiredDevice {
     // Candidate claims in key order; the first claim of a prefix wins.
     let mut usable: Vec<&Peer> = peers
         .iter()
         .filter(|p| p.public_key != local.public_key && p.mesh_ip.is_some())
         .collect();
     usable.sort_by_key(|p| p.public_key);
-    let mut taken: BTreeSet<IpNet> = own;
+    let endpoints: Vec<IpAddr> = usable
+        .iter()
+        .filter_map(|p| p.endpoint.map(|e| e.ip()))
+        .collect();
+    // Prefix -> the peer that holds it (our own mesh addresses are held by nobody).
+    let mut taken: BTreeMap<IpNet, Option<PublicKey>> =
+        [host(local.mesh_ip), host(local.mesh_ipv6)]
+            .into_iter()
+            .map(|net| (net, None))
+            .collect();
     let mut device = DesiredDevice::default();
     let mut routes: BTreeSet<IpNet> = BTreeSet::new();
     for peer in usable {
-        let mesh = peer.mesh_ip.map(host);
-        let mesh6 = peer.mesh_ipv6.map(host);
-        let networks = peer.routable_networks.iter().map(IpNet::trunc);
+        let mesh = peer
+            .mesh_ip
+            .map(host)
+            .into_iter()
+            .chain(peer.mesh_ipv6.map(host));
         let mut allowed = Vec::new();
-        for net in mesh.into_iter().chain(mesh6).chain(networks) {
-            if taken.insert(net) {
+        let mut refused = Vec::new();
+        for net in mesh {
+            if let std::collections::btree_map::Entry::Vacant(slot) = taken.entry(net) {
+                slot.insert(Some(peer.public_key));
                 allowed.push(net);
-                if Some(net) != mesh && Some(net) != mesh6 {
-                    routes.insert(net);
+            }
+        }
+        for net in peer.routable_networks.iter().map(IpNet::trunc) {
+            let verdict = policy
+                .check(&net, &endpoints)
+                .and_then(|()| match taken.get(&net) {
+                    None => Ok(()),
+                    Some(Some(owner)) if *owner == peer.public_key => Ok(()),
+                    Some(Some(owner)) => Err(RefusalReason::ClaimedByOtherPeer(owner.to_string())),
+                    Some(None) => Err(RefusalReason::MeshSubnet(net)),
+                });
+            match verdict {
+                Ok(()) => {
+                    if taken.insert(net, Some(peer.public_key)).is_none() {
+                        allowed.push(net);
+                        routes.insert(net);
+                    }
                 }
+                Err(reason) => refused.push(RefusedRoute {
+                    prefix: net,
+                    reason,
+                }),
             }
         }
         allowed.sort();
+        if !refused.is_empty() {
+            device.refused.insert(peer.public_key, refused);
+        }
         device.peers.insert(
             peer.public_key,
             DesiredPeer {
@@ -104,6 +144,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::peers::Method;
 
     fn key(b: u8) -> PublicKey {
         PublicKey([b; 32])
@@ -116,22 +157,23 @@ mod tests {
             mesh_ip: ip.map(|s| s.parse().unwrap()),
             mesh_ipv6: None,
             endpoint: Some(format!("192.0.2.{b}:51820").parse().unwrap()),
-            endpoint_method: Some("lan".into()),
+            endpoint_method: Some(Method::Lan),
             introducer: false,
             routable_networks: routes.iter().map(|s| s.parse().unwrap()).collect(),
             nat_type: None,
             last_seen: Instant::now(),
-            discovered_via: vec!["lan".into()],
+            discovered_via: vec![Method::Lan],
             latency: None,
+            quarantined_until: None,
         }
     }
 
     fn local() -> LocalNode {
-        LocalNode {
-            public_key: key(1),
-            mesh_ip: "10.1.0.1".parse().unwrap(),
-            mesh_ipv6: "fd00::1".parse().unwrap(),
-        }
+        crate::node::tests::local()
+    }
+
+    fn open() -> RoutePolicy {
+        RoutePolicy::default()
     }
 
     fn n(s: &str) -> IpNet {
@@ -142,7 +184,7 @@ mod tests {
     fn each_peer_gets_its_mesh_ips_and_networks() {
         let mut p = peer(2, Some("10.1.0.2"), &["192.168.50.0/24", "10.9.1.2/16"]);
         p.mesh_ipv6 = Some("fd00::2".parse().unwrap());
-        let d = desired_device(&local(), &[p], PresharedKey([9; 32]));
+        let d = desired_device(&local(), &[p], PresharedKey([9; 32]), &open());
         let dp = &d.peers[&key(2)];
         assert_eq!(dp.keepalive, 25);
         assert_eq!(
@@ -164,6 +206,7 @@ mod tests {
             &local(),
             &[peer(1, Some("10.1.0.9"), &[]), peer(3, None, &[])],
             PresharedKey([9; 32]),
+            &open(),
         );
         assert!(d.peers.is_empty());
     }
@@ -174,7 +217,7 @@ mod tests {
         let b = peer(4, Some("10.1.0.5"), &["192.168.9.0/24"]);
         let thief = peer(6, Some("10.1.0.1"), &[]);
         for order in [vec![a.clone(), b.clone(), thief.clone()], vec![thief, b, a]] {
-            let d = desired_device(&local(), &order, PresharedKey([9; 32]));
+            let d = desired_device(&local(), &order, PresharedKey([9; 32]), &open());
             assert_eq!(
                 d.peers[&key(4)].allowed_ips,
                 vec![n("10.1.0.5/32"), n("192.168.9.0/24")]
@@ -184,5 +227,60 @@ mod tests {
             assert!(d.peers[&key(6)].allowed_ips.is_empty());
             assert_eq!(d.routes.len(), 1);
         }
+    }
+
+    #[test]
+    fn refused_prefixes_are_neither_allowed_nor_routed_and_say_why() {
+        let policy = RoutePolicy {
+            mesh_v4: Some("10.1.0.0/16".parse().unwrap()),
+            mesh_v6: None,
+            local_networks: vec![n("192.168.1.5/24")],
+        };
+        // Peer 2's endpoint is 192.0.2.2 (see `peer`).
+        let hijacker = peer(
+            2,
+            Some("10.1.0.2"),
+            &[
+                "0.0.0.0/1",
+                "192.168.0.0/16",
+                "10.1.7.0/24",
+                "192.0.2.0/24",
+                "172.20.0.0/16",
+            ],
+        );
+        let d = desired_device(&local(), &[hijacker], PresharedKey([9; 32]), &policy);
+        assert_eq!(
+            d.peers[&key(2)].allowed_ips,
+            vec![n("10.1.0.2/32"), n("172.20.0.0/16")]
+        );
+        let routes: Vec<IpNet> = d.routes.iter().map(|r| r.destination()).collect();
+        assert_eq!(routes, vec![n("172.20.0.0/16")]);
+        let codes: Vec<(IpNet, &str)> = d.refused[&key(2)]
+            .iter()
+            .map(|r| (r.prefix, r.reason.code()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                (n("0.0.0.0/1"), "too_broad"),
+                (n("192.168.0.0/16"), "local_network"),
+                (n("10.1.7.0/24"), "mesh_subnet"),
+                (n("192.0.2.0/24"), "peer_endpoint"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_loser_of_a_contested_prefix_is_told_who_holds_it() {
+        let a = peer(5, Some("10.1.0.5"), &["192.168.9.0/24"]);
+        let b = peer(4, Some("10.1.0.4"), &["192.168.9.0/24"]);
+        let d = desired_device(&local(), &[a, b], PresharedKey([9; 32]), &open());
+        assert!(!d.refused.contains_key(&key(4)));
+        let lost = &d.refused[&key(5)];
+        assert_eq!(lost.len(), 1);
+        assert_eq!(
+            lost[0].reason,
+            RefusalReason::ClaimedByOtherPeer(key(4).to_string())
+        );
     }
 }

@@ -6,14 +6,14 @@
 //! fresh (handshake within [`FRESH_HANDSHAKE`]) the endpoint the device learned is kept.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 
 use super::desired::{DesiredDevice, DesiredPeer};
-use crate::system::wg::{
-    DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, PrivateKey, PublicKey,
-};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::system::wg::{DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate};
 
 /// A handshake this recent means the live endpoint works (Go's stale threshold is 150 s).
 pub const FRESH_HANDSHAKE: Duration = Duration::from_secs(150);
@@ -22,7 +22,7 @@ pub const FRESH_HANDSHAKE: Duration = Duration::from_secs(150);
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceSettings<'a> {
     /// The private key the device must have.
-    pub private_key: &'a PrivateKey,
+    pub private_key: &'a Arc<PrivateKey>,
     /// Its public key.
     pub public_key: PublicKey,
     /// The UDP port it must listen on.
@@ -78,7 +78,9 @@ fn peer_change(key: PublicKey, have: &LivePeer, want: &DesiredPeer, now: SystemT
     if want.endpoint.is_some() && have.endpoint != want.endpoint && !fresh {
         change.endpoint = want.endpoint;
     }
-    if !have.has_preshared_key {
+    // Compare the value, not only its presence: a PSK changed behind our back (or by an
+    // operator's `wg set`) would otherwise break every later handshake with that peer.
+    if have.preshared_key != Some(want.preshared_key) {
         change.preshared_key = Some(Some(want.preshared_key));
     }
     if have.keepalive != Some(want.keepalive) {
@@ -97,7 +99,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::system::wg::PresharedKey;
+    use crate::keys::PresharedKey;
 
     const PSK: PresharedKey = PresharedKey([9; 32]);
 
@@ -118,7 +120,7 @@ mod tests {
         LivePeer {
             endpoint: Some(format!("192.0.2.{b}:51820").parse().unwrap()),
             allowed_ips: vec![format!("10.1.0.{b}/32").parse().unwrap()],
-            has_preshared_key: true,
+            preshared_key: Some(PSK),
             keepalive: Some(25),
             last_handshake: None,
             rx_bytes: 0,
@@ -127,13 +129,13 @@ mod tests {
     }
 
     struct Fixture {
-        private: PrivateKey,
+        private: Arc<PrivateKey>,
     }
 
     impl Fixture {
         fn new() -> Self {
             Self {
-                private: PrivateKey([3; 32]),
+                private: Arc::new(PrivateKey::from_bytes([3; 32])),
             }
         }
         fn me(&self) -> DeviceSettings<'_> {
@@ -158,7 +160,7 @@ mod tests {
                 .into_iter()
                 .map(|b| (key(b), want(b)))
                 .collect::<BTreeMap<_, _>>(),
-            routes: Vec::new(),
+            ..DesiredDevice::default()
         }
     }
 
@@ -211,7 +213,7 @@ mod tests {
         let f = Fixture::new();
         let mut h = have(2);
         h.keepalive = None;
-        h.has_preshared_key = false;
+        h.preshared_key = None;
         h.allowed_ips.push("10.99.0.0/16".parse().unwrap());
         let u = diff(
             &f.live(vec![(2, h)]),
@@ -227,6 +229,22 @@ mod tests {
             c.replace_allowed_ips,
             Some(vec!["10.1.0.2/32".parse().unwrap()])
         );
+    }
+
+    #[test]
+    fn a_changed_preshared_key_is_corrected() {
+        let f = Fixture::new();
+        let mut h = have(2);
+        h.preshared_key = Some(PresharedKey([1; 32]));
+        let u = diff(
+            &f.live(vec![(2, h)]),
+            &desired(vec![2]),
+            &f.me(),
+            SystemTime::now(),
+        );
+        assert_eq!(u.update.len(), 1, "{u:?}");
+        assert_eq!(u.update[0].preshared_key, Some(Some(PSK)));
+        assert_eq!(u.update[0].replace_allowed_ips, None);
     }
 
     #[test]

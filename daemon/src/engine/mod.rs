@@ -11,3 +11,4 @@
 pub mod desired;
 pub mod diff;
 pub mod reconcile;
+pub mod route_policy;

@@ -3,19 +3,22 @@
 //! [`DEBOUNCE`] of a peer-store change, and is only ever cancelled between passes, so an apply in
 //! flight always completes (seed 004: shutdown must not cut a peer half-configured).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::desired::{LocalNode, desired_device};
+use super::desired::{RefusedRoute, desired_device};
 use super::diff::{DeviceSettings, diff};
+use super::route_policy::RoutePolicy;
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::node::LocalNode;
 use crate::peers::PeerStore;
-use crate::system::net::Netlink;
-use crate::system::wg::{
-    ApplyReport, DeviceUpdate, LiveDevice, PresharedKey, PrivateKey, PublicKey, WgError, WireGuard,
-};
+use crate::system::net::{HostInterfaces, Netlink, local_networks};
+use crate::system::wg::{ApplyReport, DeviceUpdate, LiveDevice, WgError, WireGuard};
 
 /// Time between passes when nothing happens.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -24,6 +27,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How long after adding peers those still without a handshake are kicked (see
 /// [`WireGuard::kick`]): long enough for the other side's own reconcile pass to have added us.
 pub const KICK_AFTER: Duration = Duration::from_millis(300);
+/// Consecutive passes that cannot read the device before the loop gives up (the device is gone:
+/// the daemon exits non-zero rather than pretending to manage it).
+pub const MAX_FAILED_PASSES: u32 = 3;
 
 /// Where routes go: the kernel routing table of the mesh interface.
 #[derive(Clone)]
@@ -34,6 +40,24 @@ pub struct RouteTarget {
     pub ifindex: u32,
 }
 
+/// The mesh's own address ranges (advertised routes may not overlap them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshNetworks {
+    /// The mesh IPv4 subnet.
+    pub v4: Ipv4Net,
+    /// The mesh IPv6 /64.
+    pub v6: Ipv6Net,
+}
+
+/// What the loop publishes after every pass, for the API and the status log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The device as read after the pass.
+    pub live: LiveDevice,
+    /// Advertised networks not installed, by peer, with the reason.
+    pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
+}
+
 /// Everything one pass needs.
 pub struct Reconciler<W> {
     /// The device.
@@ -42,16 +66,18 @@ pub struct Reconciler<W> {
     pub store: Arc<PeerStore>,
     /// Kernel routes, if this node manages them.
     pub routes: Option<RouteTarget>,
-    /// This node.
-    pub local: LocalNode,
-    /// The device's private key.
-    pub private_key: PrivateKey,
-    /// The device's listen port.
-    pub listen_port: u16,
+    /// This node (key, addresses, port), as it is now.
+    pub local: watch::Receiver<LocalNode>,
+    /// This host's interfaces (advertised routes may not overlap their networks).
+    pub interfaces: watch::Receiver<HostInterfaces>,
+    /// The mesh's own ranges.
+    pub mesh: MeshNetworks,
+    /// The device's private key (the daemon's one copy).
+    pub private_key: Arc<PrivateKey>,
     /// The mesh PSK.
     pub psk: PresharedKey,
-    /// The live device after each pass, for status and the API.
-    pub live_tx: watch::Sender<LiveDevice>,
+    /// The device and refusals after each pass, for status and the API.
+    pub published: watch::Sender<Reconciled>,
 }
 
 /// What one pass did.
@@ -63,18 +89,34 @@ pub struct PassReport {
     pub failed_peers: usize,
     /// Peers this pass created on the device.
     pub added: Vec<PublicKey>,
+    /// Advertised networks not installed.
+    pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
 }
 
 impl<W: WireGuard> Reconciler<W> {
+    fn policy(&self) -> RoutePolicy {
+        let ifindex = self.routes.as_ref().map(|r| r.ifindex);
+        RoutePolicy {
+            mesh_v4: Some(self.mesh.v4),
+            mesh_v6: Some(self.mesh.v6),
+            local_networks: local_networks(&self.interfaces.borrow(), ifindex),
+        }
+    }
+
     /// One pass: read, diff, apply, routes, publish.
+    ///
+    /// # Errors
+    ///
+    /// Only when the device cannot be read; a refused apply or route is logged and reported.
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
+        let local = self.local.borrow().clone();
         let peers = self.store.active(Instant::now());
-        let desired = desired_device(&self.local, &peers, self.psk);
+        let desired = desired_device(&local, &peers, self.psk, &self.policy());
         let live = self.wg.read().await?;
         let me = DeviceSettings {
             private_key: &self.private_key,
-            public_key: self.local.public_key,
-            listen_port: self.listen_port,
+            public_key: local.public_key,
+            listen_port: local.listen_port,
         };
         let update = diff(&live, &desired, &me, SystemTime::now());
         let mut report = PassReport::default();
@@ -100,7 +142,11 @@ impl<W: WireGuard> Reconciler<W> {
         {
             tracing::warn!(error = %e, "route sync incomplete");
         }
-        self.live_tx.send_replace(live);
+        report.refused = desired.refused;
+        self.published.send_replace(Reconciled {
+            live,
+            refused: report.refused.clone(),
+        });
         Ok(report)
     }
 
@@ -125,30 +171,49 @@ impl<W: WireGuard> Reconciler<W> {
     }
 
     /// Runs passes until `cancel` fires; never interrupts a pass.
-    pub async fn run(self, cancel: CancellationToken) {
+    ///
+    /// # Errors
+    ///
+    /// [`WgError`] of the last attempt when [`MAX_FAILED_PASSES`] passes in a row could not read
+    /// the device.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), WgError> {
         let mut events = self.store.subscribe();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut to_kick: Vec<PublicKey> = Vec::new();
         let kick_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(kick_timer);
+        let mut failures = 0;
+        let mut logged = BTreeSet::new();
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => return Ok(()),
                 () = &mut kick_timer, if !to_kick.is_empty() => {
                     let peers = std::mem::take(&mut to_kick);
                     self.kick_silent(&peers).await;
                     continue;
                 }
                 _ = tick.tick() => {}
+                changed = self.local.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    tick.reset();
+                }
+                changed = self.interfaces.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    tick.reset();
+                }
                 event = events.recv() => {
                     if matches!(event, Err(broadcast::error::RecvError::Closed)) {
-                        break;
+                        return Ok(());
                     }
                     // Gather the rest of the burst, then handle it in one pass.
                     tokio::select! {
-                        () = cancel.cancelled() => break,
+                        () = cancel.cancelled() => return Ok(()),
                         () = tokio::time::sleep(DEBOUNCE) => {}
                     }
                     while events.try_recv().is_ok() {}
@@ -156,17 +221,49 @@ impl<W: WireGuard> Reconciler<W> {
                 }
             }
             match self.reconcile_once().await {
-                Ok(report) if !report.added.is_empty() => {
-                    to_kick.extend(report.added);
-                    kick_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + KICK_AFTER);
+                Ok(report) => {
+                    failures = 0;
+                    for (peer, r) in new_refusals(&mut logged, &report.refused) {
+                        tracing::warn!(
+                            peer = %peer.short(),
+                            prefix = %r.prefix,
+                            reason = r.reason.code(),
+                            detail = %r.reason,
+                            "not routing a network this peer advertises"
+                        );
+                    }
+                    if !report.added.is_empty() {
+                        to_kick.extend(report.added);
+                        kick_timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + KICK_AFTER);
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MAX_FAILED_PASSES {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, failures, "reconcile pass failed");
+                }
             }
         }
     }
+}
+
+/// The refusals not seen in the previous pass; `seen` becomes this pass's set, so a refusal that
+/// goes away and comes back is reported again. Each refusal is logged once, not every 5 s.
+fn new_refusals(
+    seen: &mut BTreeSet<(PublicKey, RefusedRoute)>,
+    refused: &BTreeMap<PublicKey, Vec<RefusedRoute>>,
+) -> Vec<(PublicKey, RefusedRoute)> {
+    let now: BTreeSet<(PublicKey, RefusedRoute)> = refused
+        .iter()
+        .flat_map(|(k, rs)| rs.iter().map(move |r| (*k, r.clone())))
+        .collect();
+    let fresh = now.difference(seen).cloned().collect();
+    *seen = now;
+    fresh
 }
 
 /// Applies `update` in one call; if the device refuses it, applies the device settings and then
@@ -239,7 +336,7 @@ fn split(update: DeviceUpdate) -> Vec<DeviceUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::PeerUpdate;
+    use crate::peers::{Method, PeerUpdate};
     use crate::system::wg::fake::FakeWireGuard;
 
     fn key(b: u8) -> PublicKey {
@@ -260,22 +357,44 @@ mod tests {
         }
     }
 
-    fn reconciler(fake: Arc<FakeWireGuard>, store: Arc<PeerStore>) -> Reconciler<FakeWireGuard> {
-        let private_key = PrivateKey([1; 32]);
-        Reconciler {
+    /// The senders a daemon keeps alive for its reconciler.
+    struct Rig {
+        _local: watch::Sender<LocalNode>,
+        _interfaces: watch::Sender<HostInterfaces>,
+    }
+
+    fn reconciler(
+        fake: Arc<FakeWireGuard>,
+        store: Arc<PeerStore>,
+    ) -> (Reconciler<FakeWireGuard>, Rig) {
+        let private_key = Arc::new(PrivateKey::from_bytes([1; 32]));
+        let local = LocalNode {
+            public_key: private_key.public_key(),
+            ..crate::node::tests::local()
+        };
+        let (local_tx, local) = watch::channel(local);
+        let (ifaces_tx, interfaces) = watch::channel(HostInterfaces::new());
+        let r = Reconciler {
             wg: fake,
             store,
             routes: None,
-            local: LocalNode {
-                public_key: private_key.public_key(),
-                mesh_ip: "10.1.0.1".parse().unwrap(),
-                mesh_ipv6: "fd00::1".parse().unwrap(),
+            local,
+            interfaces,
+            mesh: MeshNetworks {
+                v4: "10.1.0.0/16".parse().unwrap(),
+                v6: "fd00::/64".parse().unwrap(),
             },
             private_key,
-            listen_port: 51820,
             psk: PresharedKey([9; 32]),
-            live_tx: watch::channel(LiveDevice::default()).0,
-        }
+            published: watch::channel(Reconciled::default()).0,
+        };
+        (
+            r,
+            Rig {
+                _local: local_tx,
+                _interfaces: ifaces_tx,
+            },
+        )
     }
 
     async fn settle() {
@@ -289,12 +408,13 @@ mod tests {
         let fake = Arc::new(FakeWireGuard::new("wgt0"));
         let store = Arc::new(PeerStore::new(1000));
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(reconciler(fake.clone(), store.clone()).run(cancel.clone()));
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let task = tokio::spawn(r.run(cancel.clone()));
         // The first tick fires at once: key and port.
         settle().await;
         assert_eq!(fake.applies().len(), 1);
-        store.update(announce(2), "lan", Instant::now());
-        store.update(announce(3), "lan", Instant::now());
+        store.update(announce(2), Method::Lan, Instant::now());
+        store.update(announce(3), Method::Lan, Instant::now());
         settle().await;
         assert_eq!(fake.applies().len(), 1, "nothing before the debounce");
         tokio::time::advance(DEBOUNCE + Duration::from_millis(10)).await;
@@ -309,15 +429,15 @@ mod tests {
         settle().await;
         assert_eq!(fake.kicks(), vec![key(3)]);
         cancel.cancel();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_removed_behind_our_back_returns_on_the_next_tick() {
         let fake = Arc::new(FakeWireGuard::new("wgt0"));
         let store = Arc::new(PeerStore::new(1000));
-        store.update(announce(2), "lan", Instant::now());
-        let r = reconciler(fake.clone(), store.clone());
+        store.update(announce(2), Method::Lan, Instant::now());
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
         r.reconcile_once().await.unwrap();
         fake.remove_behind_back(&key(2));
         let report = r.reconcile_once().await.unwrap();
@@ -333,13 +453,11 @@ mod tests {
         let fake = Arc::new(FakeWireGuard::new("wgt0"));
         let store = Arc::new(PeerStore::new(1000));
         for b in 2..6 {
-            store.update(announce(b), "lan", Instant::now());
+            store.update(announce(b), Method::Lan, Instant::now());
         }
         fake.reject_peer(key(3));
-        let report = reconciler(fake.clone(), store)
-            .reconcile_once()
-            .await
-            .unwrap();
+        let (r, _rig) = reconciler(fake.clone(), store);
+        let report = r.reconcile_once().await.unwrap();
         assert_eq!(report.failed_peers, 1);
         let live = fake.read().await.unwrap();
         assert_eq!(
@@ -355,7 +473,8 @@ mod tests {
         let store = Arc::new(PeerStore::new(1000));
         let cancel = CancellationToken::new();
         fake.set_apply_delay(Duration::from_secs(3));
-        let task = tokio::spawn(reconciler(fake.clone(), store).run(cancel.clone()));
+        let (r, _rig) = reconciler(fake.clone(), store);
+        let task = tokio::spawn(r.run(cancel.clone()));
         settle().await;
         // The first pass is inside its 3 s apply; cancel now.
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -367,7 +486,42 @@ mod tests {
         );
         assert!(fake.applies().is_empty());
         tokio::time::advance(Duration::from_secs(3)).await;
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
         assert_eq!(fake.applies().len(), 1, "the apply in flight completed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_that_cannot_be_read_ends_the_loop_with_an_error() {
+        let fake = Arc::new(FakeWireGuard::new("wgt0"));
+        let store = Arc::new(PeerStore::new(1000));
+        fake.fail_reads(MAX_FAILED_PASSES as usize - 1);
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(r.run(cancel.clone()));
+        // Two failed passes, then the device answers again: the loop keeps going.
+        tokio::time::advance(INTERVAL * 3).await;
+        settle().await;
+        assert!(!task.is_finished());
+        fake.fail_reads(usize::MAX);
+        tokio::time::advance(INTERVAL * (MAX_FAILED_PASSES + 1)).await;
+        settle().await;
+        let err = task.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("wgt0"), "{err}");
+    }
+
+    #[test]
+    fn each_refusal_is_reported_once_until_it_goes_away() {
+        use crate::engine::desired::RefusedRoute;
+        use crate::engine::route_policy::RefusalReason;
+        let r = RefusedRoute {
+            prefix: "0.0.0.0/1".parse().unwrap(),
+            reason: RefusalReason::TooBroad,
+        };
+        let pass = BTreeMap::from([(key(2), vec![r.clone()])]);
+        let mut seen = BTreeSet::new();
+        assert_eq!(new_refusals(&mut seen, &pass), vec![(key(2), r.clone())]);
+        assert!(new_refusals(&mut seen, &pass).is_empty(), "not again");
+        assert!(new_refusals(&mut seen, &BTreeMap::new()).is_empty());
+        assert_eq!(new_refusals(&mut seen, &pass).len(), 1, "back again");
     }
 }

@@ -5,37 +5,21 @@ use std::cmp::Ordering;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{DEAD_AFTER, Peer, PeerUpdate, UpdateOutcome};
-
-/// How much an endpoint learned through `method` is trusted (crypto-and-wire §17). The first
-/// matching row wins: `""` 0, `lan` 100, `*dht-rendezvous*` 90, `dht` 70, `*dht-transitive*` 40,
-/// `gossip*transitive*` 35, `gossip*` 65, `cache` 20, anything else 30.
-pub fn endpoint_rank(method: &str) -> u8 {
-    match method {
-        "" => 0,
-        "lan" => 100,
-        m if m.contains("dht-rendezvous") => 90,
-        "dht" => 70,
-        m if m.contains("dht-transitive") => 40,
-        m if m.starts_with("gossip") && m.contains("transitive") => 35,
-        m if m.starts_with("gossip") => 65,
-        "cache" => 20,
-        _ => 30,
-    }
-}
+use super::{DEAD_AFTER, Method, Peer, PeerUpdate, UpdateOutcome};
 
 /// Whether `new` (learned through `new_method`) replaces the stored endpoint: always when there is
-/// none; otherwise by rank; at equal rank IPv4→IPv6 replaces, IPv6→IPv4 does not, and within one
-/// family the later endpoint wins.
+/// none; otherwise by rank ([`Method::endpoint_rank`]); at equal rank IPv4→IPv6 replaces,
+/// IPv6→IPv4 does not, and within one family the later endpoint wins.
 pub fn should_update_endpoint(
     old: Option<SocketAddr>,
-    old_method: Option<&str>,
+    old_method: Option<Method>,
     new: SocketAddr,
-    new_method: &str,
+    new_method: Method,
 ) -> bool {
     let Some(old) = old else { return true };
-    let old_rank = endpoint_rank(old_method.unwrap_or(""));
-    match endpoint_rank(new_method).cmp(&old_rank) {
+    // An endpoint without a recorded method ranks below every method (Go's empty string, 0).
+    let old_rank = old_method.map_or(0, Method::endpoint_rank);
+    match new_method.endpoint_rank().cmp(&old_rank) {
         Ordering::Greater => true,
         Ordering::Less => false,
         // Equal rank: anything but IPv6 → IPv4 replaces.
@@ -51,11 +35,6 @@ fn is_ipv6(addr: SocketAddr) -> bool {
     }
 }
 
-/// Whether `method` refreshes `last_seen` to `now` (everything but `cache` and `*transitive*`).
-fn refreshes_last_seen(method: &str) -> bool {
-    method != "cache" && !method.contains("transitive")
-}
-
 /// Whether a peer last seen at `last_seen` is alive at `now`.
 pub(super) fn is_alive(last_seen: Instant, now: Instant) -> bool {
     now.saturating_duration_since(last_seen) < DEAD_AFTER
@@ -65,32 +44,33 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
-/// The peer stored for a key seen for the first time.
-pub(super) fn new_peer(info: PeerUpdate, method: &str, now: Instant) -> Peer {
+/// The peer stored for a key seen for the first time (not quarantined; the store sets that).
+pub(super) fn new_peer(info: PeerUpdate, method: Method, now: Instant) -> Peer {
     Peer {
         public_key: info.public_key,
         hostname: info.hostname,
         mesh_ip: info.mesh_ip,
         mesh_ipv6: info.mesh_ipv6,
         endpoint: info.endpoint,
-        endpoint_method: info.endpoint.map(|_| method.to_owned()),
+        endpoint_method: info.endpoint.map(|_| method),
         introducer: info.introducer,
         routable_networks: info.routable_networks.unwrap_or_default(),
         nat_type: non_empty(info.nat_type),
         last_seen: info.last_seen.map_or(now, |t| t.min(now)),
-        discovered_via: vec![method.to_owned()],
+        discovered_via: vec![method],
         latency: None,
+        quarantined_until: None,
     }
 }
 
 /// `old` with the update applied.
-pub(super) fn merge(old: &Peer, info: PeerUpdate, method: &str, now: Instant) -> Peer {
+pub(super) fn merge(old: &Peer, info: PeerUpdate, method: Method, now: Instant) -> Peer {
     let mut p = old.clone();
     if let Some(ep) = info.endpoint
-        && should_update_endpoint(p.endpoint, p.endpoint_method.as_deref(), ep, method)
+        && should_update_endpoint(p.endpoint, p.endpoint_method, ep, method)
     {
         p.endpoint = Some(ep);
-        p.endpoint_method = Some(method.to_owned());
+        p.endpoint_method = Some(method);
     }
     if let Some(networks) = info.routable_networks {
         p.routable_networks = networks;
@@ -108,14 +88,14 @@ pub(super) fn merge(old: &Peer, info: PeerUpdate, method: &str, now: Instant) ->
         p.nat_type = Some(nat);
     }
     p.introducer = info.introducer;
-    p.last_seen = if refreshes_last_seen(method) {
+    p.last_seen = if method.refreshes_last_seen() {
         old.last_seen.max(now)
     } else {
         info.last_seen
             .map_or(old.last_seen, |t| old.last_seen.max(t.min(now)))
     };
-    if !p.discovered_via.iter().any(|m| m == method) {
-        p.discovered_via.push(method.to_owned());
+    if !p.discovered_via.contains(&method) {
+        p.discovered_via.push(method);
     }
     p
 }
@@ -142,16 +122,17 @@ mod tests {
     use ipnet::IpNet;
 
     use super::*;
-    use crate::system::wg::PublicKey;
+    use crate::keys::PublicKey;
+    use Method::*;
 
     const MIN: Duration = Duration::from_secs(60);
 
     /// (old, old method, new, new method, replace?, why)
     type EndpointRow = (
         Option<SocketAddr>,
-        Option<&'static str>,
+        Option<Method>,
         SocketAddr,
-        &'static str,
+        Method,
         bool,
         &'static str,
     );
@@ -169,29 +150,6 @@ mod tests {
     }
 
     #[test]
-    fn rank_table() {
-        let rows = [
-            ("", 0),
-            ("lan", 100),
-            ("dht-rendezvous", 90),
-            ("dht-rendezvous-x", 90),
-            ("dht", 70),
-            ("gossip", 65),
-            ("dht-transitive", 40),
-            ("gossip-transitive", 35),
-            ("registry", 30),
-            ("dht-ipv6-sync", 30),
-            ("test", 30),
-            ("cache", 20),
-            ("lan2", 30),
-            ("xdht", 30),
-        ];
-        for (method, rank) in rows {
-            assert_eq!(endpoint_rank(method), rank, "method {method:?}");
-        }
-    }
-
-    #[test]
     fn should_update_endpoint_table() {
         let v4a = ep("192.0.2.1:51820");
         let v4b = ep("192.0.2.2:51820");
@@ -200,22 +158,22 @@ mod tests {
         let mapped = ep("[::ffff:192.0.2.9]:51820");
         #[rustfmt::skip]
         let rows: [EndpointRow; 16] = [
-            (None, None, v4a, "cache", true, "no endpoint yet: take anything"),
-            (Some(v4a), Some("lan"), v4b, "dht", false, "LAN kept against dht"),
-            (Some(v4a), Some("lan"), v4b, "dht-rendezvous", false, "LAN kept against rendezvous"),
-            (Some(v4a), Some("lan"), v4b, "lan", true, "later LAN wins"),
-            (Some(v4a), Some("dht"), v4b, "lan", true, "LAN beats dht"),
-            (Some(v4a), Some("dht-transitive"), v4b, "dht-rendezvous", true, "rendezvous beats transitive"),
-            (Some(v4a), Some("dht"), v4b, "dht-rendezvous", true, "rendezvous beats dht"),
-            (Some(v4a), Some("dht"), v4b, "dht-transitive", false, "transitive loses to dht"),
-            (Some(v4a), Some("gossip"), v4b, "gossip-transitive", false, "gossip-transitive loses to gossip"),
-            (Some(v4a), Some("dht"), v4b, "dht", true, "same rank, same family: later wins"),
-            (Some(v4a), Some("dht"), v6a, "dht", true, "same rank: IPv6 replaces IPv4"),
-            (Some(v6a), Some("dht"), v4a, "dht", false, "same rank: IPv6 kept against IPv4"),
-            (Some(v6a), Some("dht"), v6b, "dht", true, "same rank, both IPv6: later wins"),
-            (Some(v6a), Some("dht"), mapped, "dht", false, "v4-mapped counts as IPv4"),
-            (Some(v6a), Some("cache"), v4a, "dht", true, "higher rank IPv4 replaces IPv6"),
-            (Some(v4a), None, v4b, "cache", true, "unknown old method ranks 0"),
+            (None, None, v4a, Cache, true, "no endpoint yet: take anything"),
+            (Some(v4a), Some(Lan), v4b, Dht, false, "LAN kept against dht"),
+            (Some(v4a), Some(Lan), v4b, DhtRendezvous, false, "LAN kept against rendezvous"),
+            (Some(v4a), Some(Lan), v4b, Lan, true, "later LAN wins"),
+            (Some(v4a), Some(Dht), v4b, Lan, true, "LAN beats dht"),
+            (Some(v4a), Some(DhtTransitive), v4b, DhtRendezvous, true, "rendezvous beats transitive"),
+            (Some(v4a), Some(Dht), v4b, DhtRendezvous, true, "rendezvous beats dht"),
+            (Some(v4a), Some(Dht), v4b, DhtTransitive, false, "transitive loses to dht"),
+            (Some(v4a), Some(Gossip), v4b, GossipTransitive, false, "gossip-transitive loses to gossip"),
+            (Some(v4a), Some(Dht), v4b, Dht, true, "same rank, same family: later wins"),
+            (Some(v4a), Some(Dht), v6a, Dht, true, "same rank: IPv6 replaces IPv4"),
+            (Some(v6a), Some(Dht), v4a, Dht, false, "same rank: IPv6 kept against IPv4"),
+            (Some(v6a), Some(Dht), v6b, Dht, true, "same rank, both IPv6: later wins"),
+            (Some(v6a), Some(Dht), mapped, Dht, false, "v4-mapped counts as IPv4"),
+            (Some(v6a), Some(Cache), v4a, Dht, true, "higher rank IPv4 replaces IPv6"),
+            (Some(v4a), None, v4b, Cache, true, "unknown old method ranks 0"),
         ];
         for (old, old_method, new, new_method, want, why) in rows {
             assert_eq!(
@@ -232,16 +190,16 @@ mod tests {
         let mut u = update();
         u.endpoint = Some(ep("192.0.2.1:1"));
         u.nat_type = Some(String::new());
-        let p = new_peer(u.clone(), "dht", now);
-        assert_eq!(p.endpoint_method.as_deref(), Some("dht"));
-        assert_eq!(p.discovered_via, ["dht"]);
+        let p = new_peer(u.clone(), Dht, now);
+        assert_eq!(p.endpoint_method, Some(Dht));
+        assert_eq!(p.discovered_via, [Dht]);
         assert_eq!(p.last_seen, now);
         assert_eq!(p.nat_type, None, "empty NAT type is unknown");
         assert!(p.routable_networks.is_empty());
 
         u.endpoint = None;
         u.last_seen = Some(now - 3 * MIN);
-        let p = new_peer(u.clone(), "cache", now);
+        let p = new_peer(u.clone(), Cache, now);
         assert_eq!(p.endpoint_method, None, "no endpoint, no endpoint method");
         assert_eq!(
             p.last_seen,
@@ -250,7 +208,7 @@ mod tests {
         );
 
         u.last_seen = Some(now + MIN);
-        assert_eq!(new_peer(u, "cache", now).last_seen, now, "future clamped");
+        assert_eq!(new_peer(u, Cache, now).last_seen, now, "future clamped");
     }
 
     #[test]
@@ -264,10 +222,10 @@ mod tests {
         u.introducer = true;
         u.nat_type = Some("cone".into());
         u.routable_networks = Some(vec![net("192.168.0.0/24")]);
-        let old = new_peer(u, "dht-transitive", t0);
+        let old = new_peer(u, DhtTransitive, t0);
 
         // An update that knows nothing keeps everything but the introducer flag.
-        let p = merge(&old, update(), "gossip", t0);
+        let p = merge(&old, update(), Gossip, t0);
         assert_eq!(p.hostname, "a");
         assert_eq!(p.mesh_ip, old.mesh_ip, "MeshIP kept");
         assert_eq!(p.mesh_ipv6, old.mesh_ipv6);
@@ -281,7 +239,7 @@ mod tests {
             "None keeps routes"
         );
         assert!(!p.introducer, "introducer always overwritten");
-        assert_eq!(p.discovered_via, ["dht-transitive", "gossip"]);
+        assert_eq!(p.discovered_via, [DhtTransitive, Gossip]);
 
         // Non-empty fields overwrite; a higher rank replaces the endpoint.
         let mut u = update();
@@ -290,27 +248,22 @@ mod tests {
         u.nat_type = Some("symmetric".into());
         u.endpoint = Some(ep("192.0.2.2:2"));
         u.introducer = true;
-        let p = merge(&old, u, "dht", t0);
+        let p = merge(&old, u, Dht, t0);
         assert_eq!(p.hostname, "b");
         assert_eq!(p.mesh_ip, Some(Ipv4Addr::new(10, 9, 9, 9)));
         assert_eq!(p.nat_type.as_deref(), Some("symmetric"));
         assert_eq!(p.endpoint, Some(ep("192.0.2.2:2")));
-        assert_eq!(p.endpoint_method.as_deref(), Some("dht"));
+        assert_eq!(p.endpoint_method, Some(Dht));
         assert!(p.introducer);
 
         // Authoritative empty list clears routes.
         let mut u = update();
         u.routable_networks = Some(vec![]);
-        assert!(merge(&old, u, "dht", t0).routable_networks.is_empty());
+        assert!(merge(&old, u, Dht, t0).routable_networks.is_empty());
 
         // discovered_via never duplicates.
-        let p = merge(
-            &merge(&old, update(), "dht", t0),
-            update(),
-            "dht-transitive",
-            t0,
-        );
-        assert_eq!(p.discovered_via, ["dht-transitive", "dht"]);
+        let p = merge(&merge(&old, update(), Dht, t0), update(), DhtTransitive, t0);
+        assert_eq!(p.discovered_via, [DhtTransitive, Dht]);
     }
 
     #[test]
@@ -320,20 +273,20 @@ mod tests {
         let now = t0 + 4 * MIN;
         let old = Peer {
             last_seen: seen,
-            ..new_peer(update(), "dht", t0)
+            ..new_peer(update(), Dht, t0)
         };
         #[rustfmt::skip]
-        let rows: [(&str, Option<Instant>, Instant); 10] = [
-            ("dht", None, now),
-            ("dht", Some(t0), now),
-            ("lan", None, now),
-            ("gossip", None, now),
-            ("cache", None, seen),
-            ("cache", Some(t0 + MIN), seen),
-            ("cache", Some(t0 + 3 * MIN), t0 + 3 * MIN),
-            ("gossip-transitive", None, seen),
-            ("dht-transitive", Some(t0 + 3 * MIN), t0 + 3 * MIN),
-            ("gossip-transitive", Some(now + MIN), now),
+        let rows: [(Method, Option<Instant>, Instant); 10] = [
+            (Dht, None, now),
+            (Dht, Some(t0), now),
+            (Lan, None, now),
+            (Gossip, None, now),
+            (Cache, None, seen),
+            (Cache, Some(t0 + MIN), seen),
+            (Cache, Some(t0 + 3 * MIN), t0 + 3 * MIN),
+            (GossipTransitive, None, seen),
+            (DhtTransitive, Some(t0 + 3 * MIN), t0 + 3 * MIN),
+            (GossipTransitive, Some(now + MIN), now),
         ];
         for (method, supplied, want) in rows {
             let mut u = update();
@@ -345,13 +298,13 @@ mod tests {
             );
         }
         // A direct source never moves last_seen backwards.
-        assert_eq!(merge(&old, update(), "dht", t0).last_seen, seen);
+        assert_eq!(merge(&old, update(), Dht, t0).last_seen, seen);
     }
 
     #[test]
     fn classify_table() {
         let t0 = Instant::now();
-        let old = new_peer(update(), "dht", t0);
+        let old = new_peer(update(), Dht, t0);
         let bumped = Peer {
             last_seen: t0 + MIN,
             ..old.clone()

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use super::rank::{classify, is_alive, merge, new_peer};
-use super::{DEFAULT_CAP, Peer, PeerEvent, PeerUpdate, REMOVE_AFTER, UpdateOutcome};
-use crate::system::wg::PublicKey;
+use super::{
+    DEFAULT_CAP, Liveness, Method, Peer, PeerEvent, PeerUpdate, REMOVE_AFTER, UpdateOutcome,
+};
+use crate::keys::PublicKey;
 
 /// Events buffered per subscriber; a slower subscriber skips the oldest ones (`Lagged`).
 const EVENT_CAPACITY: usize = 256;
@@ -20,7 +22,8 @@ const CAP_WARNED_MAX: usize = 1024;
 struct Inner {
     peers: BTreeMap<PublicKey, Peer>,
     /// Key → end of quarantine. Independent of `peers`: an evicted peer stays quarantined after
-    /// `remove` so that rediscovery cannot bring it back early.
+    /// `remove` so that rediscovery cannot bring it back early. A stored peer carries the same
+    /// instant in [`Peer::quarantined_until`].
     quarantine: HashMap<PublicKey, Instant>,
     /// New keys already logged as dropped by the cap.
     cap_warned: HashSet<PublicKey>,
@@ -67,7 +70,7 @@ impl PeerStore {
     }
 
     /// Merges what `method` learned about a peer (module rules) and emits `New` or `Updated`.
-    pub fn update(&self, info: PeerUpdate, method: &str, now: Instant) -> UpdateOutcome {
+    pub fn update(&self, info: PeerUpdate, method: Method, now: Instant) -> UpdateOutcome {
         let key = info.public_key;
         let (outcome, warn_cap) = {
             let mut inner = self.write();
@@ -87,7 +90,9 @@ impl PeerStore {
                 }
                 (UpdateOutcome::CapReached, first_time)
             } else {
-                inner.peers.insert(key, new_peer(info, method, now));
+                let mut peer = new_peer(info, method, now);
+                peer.quarantined_until = inner.quarantine.get(&key).copied();
+                inner.peers.insert(key, peer);
                 inner.cap_warned.remove(&key);
                 (UpdateOutcome::New, false)
             }
@@ -99,8 +104,8 @@ impl PeerStore {
             UpdateOutcome::CapReached => {
                 if warn_cap {
                     tracing::warn!(
-                        peer = %short(&key),
-                        method,
+                        peer = %key.short(),
+                        %method,
                         cap = self.cap,
                         "peer cap reached; dropping new peer"
                     );
@@ -123,11 +128,10 @@ impl PeerStore {
     /// Copies of the peers seen less than [`DEAD_AFTER`](super::DEAD_AFTER) ago and not
     /// quarantined at `now`, sorted by key. Reconcile, relay candidates, probing and health use this.
     pub fn active(&self, now: Instant) -> Vec<Peer> {
-        let inner = self.read();
-        inner
+        self.read()
             .peers
             .values()
-            .filter(|p| is_alive(p.last_seen, now) && !quarantined(&inner, &p.public_key, now))
+            .filter(|p| p.liveness(now) == Liveness::Active)
             .cloned()
             .collect()
     }
@@ -165,6 +169,11 @@ impl PeerStore {
                 inner.peers.remove(key);
             }
             inner.quarantine.retain(|_, until| *until > now);
+            for peer in inner.peers.values_mut() {
+                if peer.quarantined_until.is_some_and(|until| until <= now) {
+                    peer.quarantined_until = None;
+                }
+            }
             stale
         };
         for key in &removed {
@@ -193,7 +202,13 @@ impl PeerStore {
         let stored = {
             let mut inner = self.write();
             inner.quarantine.insert(*key, until);
-            inner.peers.contains_key(key)
+            match inner.peers.get_mut(key) {
+                Some(peer) => {
+                    peer.quarantined_until = Some(until);
+                    true
+                }
+                None => false,
+            }
         };
         if stored {
             self.emit(PeerEvent::Updated(*key));
@@ -206,7 +221,12 @@ impl PeerStore {
         let (had, stored) = {
             let mut inner = self.write();
             let had = inner.quarantine.remove(key).is_some();
-            (had, inner.peers.contains_key(key))
+            let peer = inner.peers.get_mut(key);
+            let stored = peer.is_some();
+            if let Some(peer) = peer {
+                peer.quarantined_until = None;
+            }
+            (had, stored)
         };
         if had && stored {
             self.emit(PeerEvent::Updated(*key));
@@ -237,11 +257,6 @@ fn quarantined(inner: &Inner, key: &PublicKey, now: Instant) -> bool {
     inner.quarantine.get(key).is_some_and(|until| *until > now)
 }
 
-/// The first 16 characters of the base64 key, for logs.
-fn short(key: &PublicKey) -> String {
-    key.to_string().chars().take(16).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
@@ -252,11 +267,12 @@ mod tests {
 
     use super::super::{DEAD_AFTER, QUARANTINE_TTL};
     use super::*;
+    use Method::*;
 
     const MIN: Duration = Duration::from_secs(60);
 
     /// (endpoint, method)
-    type Step = (&'static str, &'static str);
+    type Step = (&'static str, Method);
 
     fn key(n: u16) -> PublicKey {
         let mut b = [0u8; 32];
@@ -306,11 +322,11 @@ mod tests {
             mesh_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
             ..with_ep(1, "192.0.2.1:51820")
         };
-        assert_eq!(s.update(u, "dht", t0), UpdateOutcome::New);
+        assert_eq!(s.update(u, Dht, t0), UpdateOutcome::New);
         let p = s.get(&key(1)).unwrap();
         assert_eq!(p.hostname, "a");
-        assert_eq!(p.endpoint_method.as_deref(), Some("dht"));
-        assert_eq!(p.discovered_via, ["dht"]);
+        assert_eq!(p.endpoint_method, Some(Dht));
+        assert_eq!(p.discovered_via, [Dht]);
         assert_eq!(p.last_seen, t0);
         assert_eq!(p.latency, None);
         assert_eq!(s.get(&key(2)), None);
@@ -325,36 +341,36 @@ mod tests {
             mesh_ip: Some(Ipv4Addr::new(10, 0, 0, 1)),
             ..with_ep(1, "192.0.2.1:1")
         };
-        s.update(first, "dht-transitive", t0);
+        s.update(first, DhtTransitive, t0);
         assert_eq!(
-            s.update(with_ep(1, "192.0.2.2:2"), "dht", t0),
+            s.update(with_ep(1, "192.0.2.2:2"), Dht, t0),
             UpdateOutcome::Updated
         );
         let p = s.get(&key(1)).unwrap();
         assert_eq!(p.endpoint, ep("192.0.2.2:2"));
         assert_eq!(p.mesh_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
-        assert_eq!(p.discovered_via, ["dht-transitive", "dht"]);
+        assert_eq!(p.discovered_via, [DhtTransitive, Dht]);
     }
 
     #[test]
     fn endpoint_sequences() {
         #[rustfmt::skip]
-        let rows: [(&str, &[Step], &str, &str); 5] = [
-            ("LAN kept against dht", &[("192.0.2.1:1", "lan"), ("192.0.2.2:2", "dht")], "192.0.2.1:1", "lan"),
-            ("rendezvous beats transitive", &[("192.0.2.1:1", "dht-transitive"), ("192.0.2.2:2", "dht-rendezvous")], "192.0.2.2:2", "dht-rendezvous"),
-            ("rendezvous overrides dht", &[("192.0.2.1:1", "dht"), ("192.0.2.2:2", "dht-rendezvous")], "192.0.2.2:2", "dht-rendezvous"),
-            ("IPv6 preferred, then kept", &[("192.0.2.1:1", "dht"), ("[2001:db8::1]:1", "dht"), ("192.0.2.3:3", "dht")], "[2001:db8::1]:1", "dht"),
-            ("same rank and family: later wins", &[("192.0.2.1:1", "gossip"), ("192.0.2.2:2", "gossip")], "192.0.2.2:2", "gossip"),
+        let rows: [(&str, &[Step], &str, Method); 5] = [
+            ("LAN kept against dht", &[("192.0.2.1:1", Lan), ("192.0.2.2:2", Dht)], "192.0.2.1:1", Lan),
+            ("rendezvous beats transitive", &[("192.0.2.1:1", DhtTransitive), ("192.0.2.2:2", DhtRendezvous)], "192.0.2.2:2", DhtRendezvous),
+            ("rendezvous overrides dht", &[("192.0.2.1:1", Dht), ("192.0.2.2:2", DhtRendezvous)], "192.0.2.2:2", DhtRendezvous),
+            ("IPv6 preferred, then kept", &[("192.0.2.1:1", Dht), ("[2001:db8::1]:1", Dht), ("192.0.2.3:3", Dht)], "[2001:db8::1]:1", Dht),
+            ("same rank and family: later wins", &[("192.0.2.1:1", Gossip), ("192.0.2.2:2", Gossip)], "192.0.2.2:2", Gossip),
         ];
         for (why, steps, want, want_method) in rows {
             let s = PeerStore::default();
             let t0 = Instant::now();
             for (e, method) in steps {
-                s.update(with_ep(1, e), method, t0);
+                s.update(with_ep(1, e), *method, t0);
             }
             let p = s.get(&key(1)).unwrap();
             assert_eq!(p.endpoint, ep(want), "{why}");
-            assert_eq!(p.endpoint_method.as_deref(), Some(want_method), "{why}");
+            assert_eq!(p.endpoint_method, Some(want_method), "{why}");
         }
     }
 
@@ -362,10 +378,10 @@ mod tests {
     fn active_is_dead_and_cleanup() {
         let s = PeerStore::default();
         let t0 = Instant::now();
-        s.update(upd(1), "dht", t0); // 15 min old at `now`
-        s.update(upd(2), "dht", t0 + 5 * MIN); // 10 min old
-        s.update(upd(3), "dht", t0 + 10 * MIN); // 5 min old: dead, not removable
-        s.update(upd(4), "dht", t0 + 14 * MIN); // fresh
+        s.update(upd(1), Dht, t0); // 15 min old at `now`
+        s.update(upd(2), Dht, t0 + 5 * MIN); // 10 min old
+        s.update(upd(3), Dht, t0 + 10 * MIN); // 5 min old: dead, not removable
+        s.update(upd(4), Dht, t0 + 14 * MIN); // fresh
         let now = t0 + 15 * MIN;
         let active: Vec<_> = s.active(now).into_iter().map(|p| p.public_key).collect();
         assert_eq!(
@@ -403,7 +419,7 @@ mod tests {
             last_seen: Some(now - 3 * MIN),
             ..upd(1)
         };
-        s.update(cached, "cache", now);
+        s.update(cached, Cache, now);
         assert_eq!(
             s.get(&key(1)).unwrap().last_seen,
             now - 3 * MIN,
@@ -411,8 +427,8 @@ mod tests {
         );
         assert_eq!(s.active(now).len(), 1, "cached 3 min ago: active");
 
-        s.update(upd(2), "dht", t0);
-        s.update(upd(2), "gossip-transitive", t0 + MIN);
+        s.update(upd(2), Dht, t0);
+        s.update(upd(2), GossipTransitive, t0 + MIN);
         assert_eq!(
             s.get(&key(2)).unwrap().last_seen,
             t0,
@@ -422,13 +438,13 @@ mod tests {
             last_seen: Some(t0 + Duration::from_secs(30)),
             ..upd(2)
         };
-        s.update(newer, "gossip-transitive", t0 + MIN);
+        s.update(newer, GossipTransitive, t0 + MIN);
         assert_eq!(
             s.get(&key(2)).unwrap().last_seen,
             t0 + Duration::from_secs(30),
             "moves forward to a newer supplied time"
         );
-        s.update(upd(2), "dht", t0 + 2 * MIN);
+        s.update(upd(2), Dht, t0 + 2 * MIN);
         assert_eq!(
             s.get(&key(2)).unwrap().last_seen,
             t0 + 2 * MIN,
@@ -441,8 +457,8 @@ mod tests {
         let s = PeerStore::default();
         let t0 = Instant::now();
         let mut rx = s.subscribe();
-        assert_eq!(s.update(upd(1), "dht", t0), UpdateOutcome::New);
-        assert_eq!(s.update(upd(1), "dht", t0 + MIN), UpdateOutcome::Unchanged);
+        assert_eq!(s.update(upd(1), Dht, t0), UpdateOutcome::New);
+        assert_eq!(s.update(upd(1), Dht, t0 + MIN), UpdateOutcome::Unchanged);
         assert_eq!(
             s.get(&key(1)).unwrap().last_seen,
             t0 + MIN,
@@ -452,14 +468,14 @@ mod tests {
             hostname: "b".into(),
             ..upd(1)
         };
-        assert_eq!(s.update(renamed, "dht", t0 + MIN), UpdateOutcome::Updated);
+        assert_eq!(s.update(renamed, Dht, t0 + MIN), UpdateOutcome::Updated);
         assert_eq!(
-            s.update(upd(1), "lan", t0 + MIN),
+            s.update(upd(1), Lan, t0 + MIN),
             UpdateOutcome::Updated,
             "new method"
         );
         assert_eq!(
-            s.update(upd(1), "lan", t0 + 7 * MIN),
+            s.update(upd(1), Lan, t0 + 7 * MIN),
             UpdateOutcome::Updated,
             "revived"
         );
@@ -481,7 +497,7 @@ mod tests {
         let s = PeerStore::new(5000);
         let t0 = Instant::now();
         assert_eq!(
-            s.update(upd(0), "dht", t0),
+            s.update(upd(0), Dht, t0),
             UpdateOutcome::New,
             "no subscriber"
         );
@@ -489,7 +505,7 @@ mod tests {
         let dropped = s.subscribe();
         drop(dropped);
         for n in 1..=(EVENT_CAPACITY as u16 * 4) {
-            assert_eq!(s.update(upd(n), "dht", t0), UpdateOutcome::New);
+            assert_eq!(s.update(upd(n), Dht, t0), UpdateOutcome::New);
         }
         assert!(matches!(slow.try_recv(), Err(TryRecvError::Lagged(_))));
         let rest = drain(&mut slow);
@@ -498,7 +514,7 @@ mod tests {
             rest.last(),
             Some(&PeerEvent::New(key(EVENT_CAPACITY as u16 * 4)))
         );
-        s.update(upd(1), "lan", t0);
+        s.update(upd(1), Lan, t0);
         assert_eq!(
             drain(&mut slow),
             [PeerEvent::Updated(key(1))],
@@ -511,7 +527,7 @@ mod tests {
         let s = PeerStore::default();
         let mut a = s.subscribe();
         let mut b = s.subscribe();
-        s.update(upd(1), "dht", Instant::now());
+        s.update(upd(1), Dht, Instant::now());
         assert_eq!(drain(&mut a), [PeerEvent::New(key(1))]);
         assert_eq!(drain(&mut b), [PeerEvent::New(key(1))]);
     }
@@ -521,12 +537,12 @@ mod tests {
         let s = PeerStore::new(DEFAULT_CAP);
         let t0 = Instant::now();
         for n in 0..DEFAULT_CAP as u16 {
-            assert_eq!(s.update(upd(n), "dht", t0), UpdateOutcome::New);
+            assert_eq!(s.update(upd(n), Dht, t0), UpdateOutcome::New);
         }
         let mut rx = s.subscribe();
         let extra = DEFAULT_CAP as u16;
-        assert_eq!(s.update(upd(extra), "dht", t0), UpdateOutcome::CapReached);
-        assert_eq!(s.update(upd(extra), "dht", t0), UpdateOutcome::CapReached);
+        assert_eq!(s.update(upd(extra), Dht, t0), UpdateOutcome::CapReached);
+        assert_eq!(s.update(upd(extra), Dht, t0), UpdateOutcome::CapReached);
         assert_eq!(s.count(), DEFAULT_CAP);
         assert_eq!(s.get(&key(extra)), None);
         assert_eq!(drain(&mut rx), [], "no event for a dropped peer");
@@ -534,12 +550,12 @@ mod tests {
             hostname: "x".into(),
             ..upd(3)
         };
-        assert_eq!(s.update(renamed, "dht", t0), UpdateOutcome::Updated);
+        assert_eq!(s.update(renamed, Dht, t0), UpdateOutcome::Updated);
 
         let later = t0 + 11 * MIN;
-        s.update(upd(3), "dht", later);
+        s.update(upd(3), Dht, later);
         assert_eq!(s.cleanup_stale(later).len(), DEFAULT_CAP - 1);
-        assert_eq!(s.update(upd(extra), "dht", later), UpdateOutcome::New);
+        assert_eq!(s.update(upd(extra), Dht, later), UpdateOutcome::New);
         assert_eq!(s.count(), 2);
     }
 
@@ -549,7 +565,7 @@ mod tests {
         let mut rx = s.subscribe();
         s.set_latency(&key(1), Duration::from_millis(5));
         assert_eq!(s.count(), 0, "unknown key: no-op");
-        s.update(upd(1), "dht", Instant::now());
+        s.update(upd(1), Dht, Instant::now());
         s.set_latency(&key(1), Duration::from_millis(7));
         assert_eq!(
             s.get(&key(1)).unwrap().latency,
@@ -566,8 +582,8 @@ mod tests {
     fn quarantine_excludes_until_expiry() {
         let s = PeerStore::default();
         let t0 = Instant::now();
-        s.update(upd(1), "dht", t0);
-        s.update(upd(2), "dht", t0);
+        s.update(upd(1), Dht, t0);
+        s.update(upd(2), Dht, t0);
         let mut rx = s.subscribe();
         let until = t0 + QUARANTINE_TTL;
         // Health eviction: quarantine, then remove.
@@ -576,7 +592,7 @@ mod tests {
         assert!(s.is_quarantined(&key(1), t0));
         // Rediscovery during quarantine: stored, but not active.
         assert_eq!(
-            s.update(upd(1), "dht", t0 + Duration::from_secs(10)),
+            s.update(upd(1), Dht, t0 + Duration::from_secs(10)),
             UpdateOutcome::New
         );
         let now = t0 + Duration::from_secs(20);
@@ -618,9 +634,9 @@ mod tests {
             routable_networks: Some(nets.clone()),
             ..upd(1)
         };
-        s.update(with_routes, "dht", t0);
+        s.update(with_routes, Dht, t0);
         assert_eq!(
-            s.update(upd(1), "dht", t0),
+            s.update(upd(1), Dht, t0),
             UpdateOutcome::Unchanged,
             "None keeps"
         );
@@ -629,7 +645,7 @@ mod tests {
             routable_networks: Some(vec![]),
             ..upd(1)
         };
-        assert_eq!(s.update(cleared, "dht", t0), UpdateOutcome::Updated);
+        assert_eq!(s.update(cleared, Dht, t0), UpdateOutcome::Updated);
         assert!(
             s.get(&key(1)).unwrap().routable_networks.is_empty(),
             "Some(empty) clears"
@@ -640,12 +656,12 @@ mod tests {
     fn values_not_aliases() {
         let s = PeerStore::default();
         let t0 = Instant::now();
-        s.update(upd(1), "dht", t0);
+        s.update(upd(1), Dht, t0);
         let mut copy = s.get(&key(1)).unwrap();
-        copy.discovered_via.push("mutated".into());
+        copy.discovered_via.push(Gossip);
         copy.hostname = "mutated".into();
         let stored = s.get(&key(1)).unwrap();
-        assert_eq!(stored.discovered_via, ["dht"]);
+        assert_eq!(stored.discovered_via, [Dht]);
         assert_eq!(stored.hostname, "");
     }
 }

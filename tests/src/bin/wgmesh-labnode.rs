@@ -142,7 +142,10 @@ fn to_update(cmd: ApplyCmd) -> anyhow::Result<DeviceUpdate> {
         private_key: cmd
             .private_key
             .as_deref()
-            .map(|s| s.parse())
+            .map(|s| {
+                s.parse::<wgmeshd::keys::PrivateKey>()
+                    .map(std::sync::Arc::new)
+            })
             .transpose()
             .map_err(|e| anyhow!("private key: {e}"))?,
         listen_port: cmd.listen_port,
@@ -198,7 +201,7 @@ fn device_json(dev: &LiveDevice) -> Value {
                 "public_key": k.to_string(),
                 "endpoint": p.endpoint.map(|e| e.to_string()),
                 "allowed_ips": p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "has_preshared_key": p.has_preshared_key,
+                "has_preshared_key": p.preshared_key.is_some(),
                 "keepalive": p.keepalive,
                 "last_handshake_unix": p.last_handshake.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
                 "rx_bytes": p.rx_bytes,

@@ -21,6 +21,7 @@
 //! The netlink socket lives in the network namespace of the thread that called
 //! [`Netlink::connect`].
 
+mod ifaces;
 mod netlink;
 mod plan;
 mod sysctl;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use ifaces::{HostInterface, HostInterfaces, REFRESH as INTERFACE_REFRESH, local_networks};
 pub use netlink::{AddressSyncReport, Netlink, RouteSyncReport};
 pub use plan::{
     AddressPlan, DesiredRoute, InstalledRoute, METRIC_V4, METRIC_V6, RoutePlan, SCOPE_LINK,

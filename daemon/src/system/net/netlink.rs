@@ -48,7 +48,7 @@ pub struct AddressSyncReport {
 /// [`Netlink::connect`]) ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Netlink {
-    handle: Handle,
+    pub(super) handle: Handle,
 }
 
 /// The errno of a netlink error reply, if the error is one.
@@ -66,7 +66,10 @@ fn to_io(e: rtnetlink::Error) -> io::Error {
     }
 }
 
-fn failure(op: &'static str, target: String) -> impl FnOnce(rtnetlink::Error) -> NetError {
+pub(super) fn failure(
+    op: &'static str,
+    target: String,
+) -> impl FnOnce(rtnetlink::Error) -> NetError {
     move |e| NetError::Netlink {
         op,
         target,
@@ -523,7 +526,7 @@ fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
 
 /// The interface address of an address message: `IFA_LOCAL` when present (IPv4, and the local
 /// side of a point-to-point link), else `IFA_ADDRESS`.
-fn address_of(msg: &AddressMessage) -> Option<IpNet> {
+pub(super) fn address_of(msg: &AddressMessage) -> Option<IpNet> {
     let mut local = None;
     let mut address = None;
     for attr in &msg.attributes {

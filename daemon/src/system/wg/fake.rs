@@ -2,14 +2,18 @@
 //! (allowed IPs are exclusive: giving one to a peer takes it from any other; peers need a private
 //! key first), records every apply, and lets tests script handshakes, transfer counters, slow or
 //! failing applies, and changes made behind the daemon's back.
+//!
+//! Like the embedded userspace engine, an apply that fails on one peer has already applied what
+//! came before it (key and port, then removals, changes and additions, in that order) and stops
+//! there: callers must cope with a device that took part of an update.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, PrivateKey, PublicKey,
-    WgError, WireGuard,
+    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, WgError, WireGuard,
 };
+use crate::keys::PublicKey;
 
 #[derive(Default)]
 struct State {
@@ -17,6 +21,7 @@ struct State {
     applies: Vec<DeviceUpdate>,
     apply_delay: Option<Duration>,
     fail_next: Option<String>,
+    failing_reads: usize,
     rejected: Vec<PublicKey>,
     kicks: Vec<PublicKey>,
 }
@@ -41,7 +46,8 @@ impl FakeWireGuard {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every non-empty update applied so far, in order.
+    /// Every non-empty update the device started to apply so far (one that failed part-way
+    /// included), in order.
     pub fn applies(&self) -> Vec<DeviceUpdate> {
         self.lock().applies.clone()
     }
@@ -76,13 +82,18 @@ impl FakeWireGuard {
         self.lock().apply_delay = Some(delay);
     }
 
+    /// Makes the next `n` reads fail, as a device deleted behind the daemon's back would.
+    pub fn fail_reads(&self, n: usize) {
+        self.lock().failing_reads = n;
+    }
+
     /// Makes the next apply fail with `reason` and change nothing.
     pub fn fail_next_apply(&self, reason: &str) {
         self.lock().fail_next = Some(reason.to_owned());
     }
 
-    /// Makes every apply that touches `peer` fail as a whole, as a device refusing one bad peer
-    /// entry would.
+    /// Makes every apply that touches `peer` fail at that peer, as a device refusing one bad
+    /// peer entry would: the operations before it in the same apply stay applied.
     pub fn reject_peer(&self, peer: PublicKey) {
         self.lock().rejected.push(peer);
     }
@@ -95,17 +106,6 @@ impl FakeWireGuard {
                 reason,
             });
         }
-        let touches = |k: &PublicKey| {
-            update.add.iter().any(|p| p.public_key == *k)
-                || update.update.iter().any(|u| u.public_key == *k)
-                || update.remove.contains(k)
-        };
-        if let Some(bad) = state.rejected.iter().find(|k| touches(k)) {
-            return Err(WgError::Engine {
-                iface: self.name.clone(),
-                reason: format!("peer {bad} rejected"),
-            });
-        }
         let has_key = update.private_key.is_some() || state.device.public_key.is_some();
         if !has_key && (!update.add.is_empty() || !update.update.is_empty()) {
             return Err(WgError::NoPrivateKey {
@@ -116,27 +116,38 @@ impl FakeWireGuard {
             writes: 1,
             ..ApplyReport::default()
         };
+        let rejected = state.rejected.clone();
+        let refuse = |key: &PublicKey| -> Result<(), WgError> {
+            if rejected.contains(key) {
+                Err(WgError::Engine {
+                    iface: self.name.clone(),
+                    reason: format!("peer {key} rejected"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        state.applies.push(update.clone());
         let dev = &mut state.device;
         if let Some(key) = &update.private_key {
-            dev.public_key = Some(PrivateKey::public_key(key));
+            dev.public_key = Some(key.public_key());
         }
         if let Some(port) = update.listen_port {
             dev.listen_port = port;
         }
         for key in &update.remove {
+            refuse(key)?;
             report.removed += usize::from(dev.peers.remove(key).is_some());
         }
-        for change in &update.update {
-            if change.is_noop() {
-                continue;
-            }
+        for change in update.update.iter().filter(|c| !c.is_noop()) {
+            refuse(&change.public_key)?;
             report.updated += usize::from(update_peer(dev, change));
         }
         for peer in &update.add {
+            refuse(&peer.public_key)?;
             add_peer(dev, peer);
             report.added += 1;
         }
-        state.applies.push(update);
         Ok(report)
     }
 }
@@ -155,7 +166,7 @@ fn add_peer(dev: &mut LiveDevice, cfg: &PeerConfig) {
     let entry = dev.peers.entry(cfg.public_key).or_insert(LivePeer {
         endpoint: None,
         allowed_ips: Vec::new(),
-        has_preshared_key: false,
+        preshared_key: None,
         keepalive: None,
         last_handshake: None,
         rx_bytes: 0,
@@ -163,7 +174,7 @@ fn add_peer(dev: &mut LiveDevice, cfg: &PeerConfig) {
     });
     entry.endpoint = cfg.endpoint.or(entry.endpoint);
     entry.allowed_ips = cfg.allowed_ips.clone();
-    entry.has_preshared_key = cfg.preshared_key.is_some();
+    entry.preshared_key = cfg.preshared_key;
     entry.keepalive = cfg.keepalive;
 }
 
@@ -178,7 +189,7 @@ fn update_peer(dev: &mut LiveDevice, change: &PeerUpdate) -> bool {
         peer.endpoint = Some(ep);
     }
     if let Some(psk) = &change.preshared_key {
-        peer.has_preshared_key = psk.is_some();
+        peer.preshared_key = *psk;
     }
     if let Some(ka) = change.keepalive {
         peer.keepalive = ka;
@@ -195,7 +206,16 @@ impl WireGuard for FakeWireGuard {
     }
 
     async fn read(&self) -> Result<LiveDevice, WgError> {
-        Ok(self.lock().device.clone())
+        let mut state = self.lock();
+        if state.failing_reads > 0 {
+            state.failing_reads -= 1;
+            return Err(WgError::Os {
+                iface: self.name.clone(),
+                op: "read device",
+                reason: "No such device (os error 19)".to_owned(),
+            });
+        }
+        Ok(state.device.clone())
     }
 
     async fn apply(&self, update: DeviceUpdate) -> Result<ApplyReport, WgError> {
@@ -216,7 +236,10 @@ impl WireGuard for FakeWireGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::keys::PrivateKey;
 
     fn key(b: u8) -> PublicKey {
         PublicKey([b; 32])
@@ -234,7 +257,7 @@ mod tests {
 
     fn keyed(add: Vec<PeerConfig>) -> DeviceUpdate {
         DeviceUpdate {
-            private_key: Some(PrivateKey([1; 32])),
+            private_key: Some(Arc::new(PrivateKey::from_bytes([1; 32]))),
             add,
             ..Default::default()
         }

@@ -13,9 +13,9 @@ use ipnet::IpNet;
 use wireguard_control as wc;
 
 use super::{
-    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, PublicKey, WgError,
-    WireGuard,
+    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, WgError, WireGuard,
 };
+use crate::keys::{PresharedKey, PublicKey};
 
 /// A kernel WireGuard interface.
 pub struct KernelWireGuard {
@@ -115,7 +115,7 @@ fn to_calls(update: &DeviceUpdate) -> Vec<wc::DeviceUpdate> {
     }
     let mut main = wc::DeviceUpdate::new();
     if let Some(k) = &update.private_key {
-        main = main.set_private_key(wc::Key(k.0));
+        main = main.set_private_key(wc::Key(*k.expose_secret()));
     }
     if let Some(port) = update.listen_port {
         main = main.set_listen_port(port);
@@ -189,7 +189,7 @@ impl WireGuard for KernelWireGuard {
                         .iter()
                         .filter_map(|a| IpNet::new(a.address, a.cidr).ok())
                         .collect(),
-                    has_preshared_key: p.config.preshared_key.is_some(),
+                    preshared_key: p.config.preshared_key.map(|k| PresharedKey(k.0)),
                     keepalive: p.config.persistent_keepalive_interval.filter(|k| *k != 0),
                     last_handshake: p.stats.last_handshake_time,
                     rx_bytes: p.stats.rx_bytes,

@@ -12,18 +12,18 @@
 
 pub mod fake;
 pub mod kernel;
-mod key;
 pub mod userspace;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::system::net::Netlink;
-pub use key::{KeyParseError, PresharedKey, PrivateKey, PublicKey};
 
 /// One peer as the device reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,9 @@ pub struct LivePeer {
     pub endpoint: Option<SocketAddr>,
     /// Allowed IPs, in the order the device reports them.
     pub allowed_ips: Vec<IpNet>,
-    /// Whether a preshared key is set (the key itself is never read back into the daemon).
-    pub has_preshared_key: bool,
+    /// The preshared key the device holds (read back so that a changed value is corrected, not
+    /// only a missing one; `Debug` never shows it).
+    pub preshared_key: Option<PresharedKey>,
     /// Persistent keepalive interval in seconds.
     pub keepalive: Option<u16>,
     /// Wall-clock time of the last completed handshake.
@@ -110,8 +111,8 @@ impl PeerUpdate {
 /// the steps safely (key first, removals and shrinking peers before peers that take their IPs).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct DeviceUpdate {
-    /// New private key.
-    pub private_key: Option<PrivateKey>,
+    /// New private key: the daemon's one copy, shared, never duplicated per update.
+    pub private_key: Option<Arc<PrivateKey>>,
     /// New listen port.
     pub listen_port: Option<u16>,
     /// Peers to create.

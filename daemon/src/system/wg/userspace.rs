@@ -25,9 +25,9 @@ use ipnetwork::IpNetwork;
 use tokio::sync::Mutex;
 
 use super::{
-    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, PublicKey, WgError,
-    WireGuard,
+    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, WgError, WireGuard,
 };
+use crate::keys::{PresharedKey, PublicKey};
 
 /// Most peers changed in one device write (about 15 ms of data-plane stall each).
 pub const CHUNK: usize = 100;
@@ -287,7 +287,7 @@ impl WireGuard for UserspaceWireGuard {
                 let live = LivePeer {
                     endpoint: ps.peer.endpoint,
                     allowed_ips: ps.peer.allowed_ips.iter().map(from_network).collect(),
-                    has_preshared_key: ps.peer.preshared_key.is_some(),
+                    preshared_key: ps.peer.preshared_key.map(PresharedKey),
                     keepalive: ps.peer.keepalive,
                     last_handshake: ps.stats.last_handshake.and_then(|ago| now.checked_sub(ago)),
                     rx_bytes: ps.stats.rx_bytes as u64,
@@ -320,7 +320,7 @@ impl WireGuard for UserspaceWireGuard {
             let key = update
                 .private_key
                 .as_ref()
-                .map(|k| x25519::StaticSecret::from(k.0));
+                .map(|k| x25519::StaticSecret::from(*k.expose_secret()));
             self.device
                 .write(async |w| {
                     if let Some(key) = key {

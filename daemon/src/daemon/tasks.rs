@@ -1,0 +1,378 @@
+//! The running node: its shared state and every named task, spawned on the [`Supervisor`].
+//!
+//! | task | policy | what it does |
+//! |---|---|---|
+//! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
+//! | `reconcile` | critical | keeps device and routes equal to the active peers |
+//! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `cleanup` | restart | forgets peers silent for 10 minutes |
+//! | `status` | restart | refreshes the API snapshots every second, logs the summary |
+//! | `api` | critical | serves the control API |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use ipnet::{IpNet, Ipv6Net};
+use tokio::sync::watch;
+
+use super::{JoinOptions, MTU, Teardown};
+use crate::api::{self, ApiState};
+use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::{self, lan::LanDiscovery};
+use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
+use crate::identity::Identity;
+use crate::keys::{PresharedKey, PrivateKey};
+use crate::node::LocalNode;
+use crate::peers::{DEFAULT_CAP, PeerStore};
+use crate::status::{self, Inputs, NodeFacts};
+use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
+use crate::system::net::{HostInterfaces, INTERFACE_REFRESH, Netlink, PROC_SYS, enable_forwarding};
+use crate::system::wg::{AnyWireGuard, WireGuard};
+
+/// How often peers that went silent are swept out of the store.
+pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the mesh summary is logged.
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the API snapshots are refreshed (besides after every reconcile pass).
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The node's shared state, built once the device exists.
+pub struct Node {
+    iface: String,
+    socket: PathBuf,
+    introducer: bool,
+    lan_discovery: bool,
+    prefix_len: u8,
+    envelope: Envelope,
+    lan_group: std::net::SocketAddrV4,
+    psk: PresharedKey,
+    mesh: MeshNetworks,
+    private_key: Arc<PrivateKey>,
+    net: Netlink,
+    wg: Option<Arc<AnyWireGuard>>,
+    ifindex: u32,
+    store: Arc<PeerStore>,
+    local: watch::Sender<LocalNode>,
+    facts: NodeFacts,
+}
+
+impl Node {
+    /// The node for `opts` with identity `id` on the device `teardown` owns.
+    pub fn new(
+        opts: &JoinOptions,
+        keys: &DerivedKeys,
+        id: Identity,
+        net: Netlink,
+        teardown: &Teardown,
+        port: u16,
+        backend_reason: String,
+    ) -> Self {
+        let wg = teardown.device();
+        let mesh_v4 = opts
+            .mesh_subnet
+            .map_or_else(|| legacy_subnet(keys), |s| s.as_net());
+        let mut v6 = [0u8; 16];
+        v6[..8].copy_from_slice(&keys.mesh_prefix_v6);
+        let mesh_v6 = Ipv6Net::new(v6.into(), 64)
+            .unwrap_or_else(|_| unreachable!("/64 is a valid IPv6 prefix length"));
+        let Identity {
+            private_key,
+            public_key,
+            mesh_ip,
+            mesh_ipv6,
+        } = id;
+        let local = LocalNode {
+            public_key,
+            mesh_ip,
+            mesh_ipv6,
+            hostname: discovery::local_hostname(),
+            listen_port: port,
+            introducer: opts.introducer,
+            advertise_routes: opts.advertise_routes.iter().map(IpNet::trunc).collect(),
+            public_endpoint: None,
+            nat_type: None,
+            log_level: opts.log_level,
+        };
+        let facts = NodeFacts {
+            base: wgmesh_api_types::Status {
+                schema_version: wgmesh_api_types::SCHEMA_VERSION,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                interface: opts.interface.as_str().to_owned(),
+                public_key: public_key.to_string(),
+                mesh_ip: mesh_ip.to_string(),
+                mesh_ipv6: mesh_ipv6.to_string(),
+                mesh_subnet: mesh_v4.to_string(),
+                network_id: keys.network_id_short(),
+                listen_port: port,
+                wg_backend: wg.as_ref().map_or("none", |w| w.kind()).to_owned(),
+                wg_backend_reason: backend_reason,
+                uptime_seconds: 0,
+                introducer: opts.introducer,
+                advertise_routes: Vec::new(),
+                discovery: Default::default(),
+                tasks: Vec::new(),
+                peers: wgmesh_api_types::PeerCounts::default(),
+            },
+            started: Instant::now(),
+        };
+        Self {
+            iface: opts.interface.as_str().to_owned(),
+            socket: opts.socket.clone(),
+            introducer: opts.introducer,
+            lan_discovery: opts.lan_discovery,
+            prefix_len: mesh_v4.prefix_len(),
+            envelope: Envelope::new(&keys.gossip_key),
+            lan_group: keys.lan_multicast(),
+            psk: PresharedKey(keys.psk),
+            mesh: MeshNetworks {
+                v4: mesh_v4,
+                v6: mesh_v6,
+            },
+            private_key: Arc::new(private_key),
+            net,
+            wg,
+            ifindex: 0,
+            store: Arc::new(PeerStore::new(DEFAULT_CAP)),
+            local: watch::channel(local).0,
+            facts,
+        }
+    }
+
+    /// The API socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Gives the interface its mesh addresses, MTU and up state; on an introducer, turns IP
+    /// forwarding on (restored by `teardown`).
+    ///
+    /// # Errors
+    ///
+    /// Any netlink or sysctl failure, naming the interface.
+    pub async fn configure_interface(&mut self, teardown: &mut Teardown) -> anyhow::Result<()> {
+        let iface = self.iface.as_str();
+        self.ifindex = self
+            .net
+            .link_index(iface)
+            .await?
+            .with_context(|| format!("interface {iface} vanished after creation"))?;
+        let (mesh_ip, mesh_ipv6) = {
+            let local = self.local.borrow();
+            (local.mesh_ip, local.mesh_ipv6)
+        };
+        let addresses = [
+            IpNet::new(mesh_ip.into(), self.prefix_len)?,
+            IpNet::new(mesh_ipv6.into(), 64)?,
+        ];
+        self.net.sync_addresses(self.ifindex, &addresses).await?;
+        self.net.set_mtu(self.ifindex, MTU).await?;
+        self.net.set_link_up(self.ifindex).await?;
+        if self.introducer {
+            let previous = enable_forwarding(Path::new(PROC_SYS))
+                .context("an introducer forwards traffic between its peers")?;
+            teardown.restore_forwarding_later(previous);
+        }
+        tracing::info!(
+            iface,
+            port = self.local.borrow().listen_port,
+            backend = self.facts.base.wg_backend,
+            "WireGuard interface ready"
+        );
+        Ok(())
+    }
+
+    /// Spawns every task of the node on `sup`.
+    pub async fn spawn_tasks(&self, sup: &Supervisor, listener: api::ApiListener) {
+        let Some(wg) = self.wg.clone() else {
+            return;
+        };
+        let initial = match self.net.interfaces().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the host's interfaces yet");
+                HostInterfaces::new()
+            }
+        };
+        let (interfaces_tx, interfaces) = watch::channel(initial);
+        let interfaces_tx = Arc::new(interfaces_tx);
+        let net = self.net.clone();
+        sup.spawn_restarting("interfaces", None, move |ctx| {
+            watch_interfaces(net.clone(), interfaces_tx.clone(), ctx)
+        });
+
+        let (reconciled_tx, reconciled) = watch::channel(Reconciled::default());
+        let reconciler = Reconciler {
+            wg: wg.clone(),
+            store: self.store.clone(),
+            routes: Some(RouteTarget {
+                net: self.net.clone(),
+                ifindex: self.ifindex,
+            }),
+            local: self.local.subscribe(),
+            interfaces: interfaces.clone(),
+            mesh: self.mesh,
+            private_key: self.private_key.clone(),
+            psk: self.psk,
+            published: reconciled_tx,
+        };
+        sup.spawn_critical("reconcile", |ctx| async move {
+            reconciler.run(ctx.cancel).await.map_err(TaskError::from)
+        });
+
+        if self.lan_discovery {
+            let layer = sup.registry().layer("lan", LayerState::Running);
+            let lan = LanDiscovery {
+                envelope: self.envelope.clone(),
+                group: self.lan_group,
+                local: self.local.subscribe(),
+                store: self.store.clone(),
+            };
+            sup.spawn_restarting("lan-discovery", Some(layer), move |ctx| {
+                let lan = lan.clone();
+                async move { lan.run(ctx.cancel).await.map_err(TaskError::from) }
+            });
+        } else {
+            sup.registry().layer("lan", LayerState::Off);
+            tracing::info!("LAN discovery disabled");
+        }
+
+        let store = self.store.clone();
+        sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
+
+        let (status_tx, status_rx) = watch::channel(self.facts.base.clone());
+        let (peers_tx, peers_rx) = watch::channel(wgmesh_api_types::PeerList {
+            schema_version: wgmesh_api_types::SCHEMA_VERSION,
+            peers: Vec::new(),
+        });
+        let snapshots = Arc::new(Snapshots {
+            wg,
+            store: self.store.clone(),
+            facts: self.facts.clone(),
+            local: self.local.subscribe(),
+            reconciled,
+            registry: sup.registry().clone(),
+            status: status_tx,
+            peers: peers_tx,
+        });
+        sup.spawn_restarting("status", None, move |ctx| snapshots.clone().run(ctx));
+
+        let state = ApiState {
+            status: status_rx,
+            peers: peers_rx,
+        };
+        sup.spawn_critical("api", move |ctx| async move {
+            api::serve(listener, state, ctx.cancel)
+                .await
+                .map_err(TaskError::from)
+        });
+    }
+}
+
+/// Re-reads the interfaces every [`INTERVAL`](INTERFACE_REFRESH) and publishes changes.
+async fn watch_interfaces(
+    net: Netlink,
+    tx: Arc<watch::Sender<HostInterfaces>>,
+    ctx: TaskContext,
+) -> Result<(), TaskError> {
+    let mut tick = tokio::time::interval(INTERFACE_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = net.interfaces().await?;
+        tx.send_if_modified(|current| {
+            if *current == now {
+                false
+            } else {
+                tracing::debug!(interfaces = now.len(), "host interfaces changed");
+                *current = now;
+                true
+            }
+        });
+    }
+}
+
+async fn cleanup_loop(store: Arc<PeerStore>, ctx: TaskContext) -> Result<(), TaskError> {
+    let mut tick = tokio::time::interval(CLEANUP_INTERVAL);
+    loop {
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                for key in store.cleanup_stale(Instant::now()) {
+                    tracing::info!(peer = %key, "forgot a peer silent for 10 minutes");
+                }
+            }
+        }
+    }
+}
+
+/// The `status` task's inputs and outputs.
+struct Snapshots {
+    wg: Arc<AnyWireGuard>,
+    store: Arc<PeerStore>,
+    facts: NodeFacts,
+    local: watch::Receiver<LocalNode>,
+    reconciled: watch::Receiver<Reconciled>,
+    registry: crate::supervisor::Registry,
+    status: watch::Sender<wgmesh_api_types::Status>,
+    peers: watch::Sender<wgmesh_api_types::PeerList>,
+}
+
+impl Snapshots {
+    /// Keeps the API snapshots fresh: after every reconcile pass, and every second from a read of
+    /// the device (handshakes and counters change without any pass). Logs the summary every 30 s.
+    async fn run(self: Arc<Self>, ctx: TaskContext) -> Result<(), TaskError> {
+        let mut reconciled = self.reconciled.clone();
+        let mut refresh = tokio::time::interval(SNAPSHOT_INTERVAL);
+        let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
+        summary.tick().await;
+        loop {
+            let (log_summary, read_device) = tokio::select! {
+                () = ctx.cancel.cancelled() => return Ok(()),
+                _ = refresh.tick() => (false, true),
+                changed = reconciled.changed() => {
+                    changed.map_err(|_| "the reconcile loop is gone")?;
+                    (false, false)
+                }
+                _ = summary.tick() => (true, true),
+            };
+            let mut last = reconciled.borrow_and_update().clone();
+            if read_device {
+                // A failed read keeps the last pass's view; the reconcile loop reports device
+                // failures itself.
+                if let Ok(live) = self.wg.read().await {
+                    last.live = live;
+                }
+            }
+            let peers = self.store.list();
+            let local = self.local.borrow().clone();
+            let inputs = Inputs {
+                peers: &peers,
+                reconciled: &last,
+                local: &local,
+                tasks: &self.registry.tasks(),
+                layers: &self.registry.layers(),
+                now: Instant::now(),
+                wall: SystemTime::now(),
+            };
+            let st = status::status(&self.facts, &inputs);
+            let list = status::peer_list(&inputs);
+            if log_summary {
+                tracing::info!("{}", status::summary_line(&st, &list));
+                for p in &list.peers {
+                    tracing::debug!(
+                        peer = %p.public_key, hostname = %p.hostname, mesh_ip = ?p.mesh_ip,
+                        endpoint = ?p.endpoint, via = ?p.discovered_via, state = %p.state,
+                        handshake_s = ?p.last_handshake_seconds_ago, "peer"
+                    );
+                }
+            }
+            self.status.send_replace(st);
+            self.peers.send_replace(list);
+        }
+    }
+}

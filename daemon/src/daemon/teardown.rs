@@ -1,0 +1,97 @@
+//! What the daemon changed on the host and must undo on every exit path it controls: the
+//! WireGuard device (with its peers and our routes, which go with the link) and the forwarding
+//! switches of an introducer.
+//!
+//! [`Teardown::run`] is idempotent and bounded by the caller. It never depends on the tasks having
+//! stopped: a kernel link is deleted by name even when a stuck task still holds the device, and
+//! the embedded device, if a task still holds it, ends with the process (its tun file closes).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::system::net::{ForwardingState, Netlink, PROC_SYS, restore_forwarding};
+use crate::system::wg::AnyWireGuard;
+
+/// One change to undo.
+#[derive(Debug)]
+enum Undo {
+    /// IP forwarding was switched on; put the previous values back.
+    Forwarding(ForwardingState),
+}
+
+/// Everything to remove or restore when the daemon stops.
+pub struct Teardown {
+    net: Netlink,
+    iface: String,
+    wg: Option<Arc<AnyWireGuard>>,
+    undo: Vec<Undo>,
+}
+
+impl Teardown {
+    /// Takes charge of `wg`, the device of `iface`.
+    pub fn new(net: Netlink, iface: &str, wg: AnyWireGuard) -> Self {
+        Self {
+            net,
+            iface: iface.to_owned(),
+            wg: Some(Arc::new(wg)),
+            undo: Vec::new(),
+        }
+    }
+
+    /// The device, for the tasks. `None` once torn down.
+    pub fn device(&self) -> Option<Arc<AnyWireGuard>> {
+        self.wg.clone()
+    }
+
+    /// Remembers that forwarding was enabled, with the values to restore.
+    pub fn restore_forwarding_later(&mut self, previous: ForwardingState) {
+        self.undo.push(Undo::Forwarding(previous));
+    }
+
+    /// Undoes everything, newest first, then removes the device. Failures are logged; each step
+    /// runs once.
+    pub async fn run(&mut self) {
+        while let Some(step) = self.undo.pop() {
+            match step {
+                Undo::Forwarding(previous) => {
+                    match restore_forwarding(Path::new(PROC_SYS), previous) {
+                        Ok(()) => tracing::info!(
+                            ipv4 = previous.ipv4,
+                            ipv6 = ?previous.ipv6,
+                            "IP forwarding restored"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "cannot restore IP forwarding"),
+                    }
+                }
+            }
+        }
+        let Some(wg) = self.wg.take() else {
+            return;
+        };
+        let iface = self.iface.as_str();
+        match Arc::try_unwrap(wg) {
+            Ok(wg) => match wg.shutdown().await {
+                Ok(()) => tracing::info!(iface, "WireGuard interface removed"),
+                Err(e) => {
+                    tracing::error!(iface, error = %e, "removing the WireGuard device failed")
+                }
+            },
+            Err(shared) if shared.kind() == "kernel" => {
+                // A stuck task still holds the handle; the link is ours (we hold the lock), so
+                // delete it by name. Its peers and routes go with it.
+                match self.net.delete_link(iface).await {
+                    Ok(()) => {
+                        tracing::warn!(iface, "WireGuard link deleted while a task still held it")
+                    }
+                    Err(e) => {
+                        tracing::error!(iface, error = %e, "cannot delete the WireGuard link")
+                    }
+                }
+            }
+            Err(_) => tracing::warn!(
+                iface,
+                "a stuck task still holds the embedded WireGuard device; it is removed when the process exits"
+            ),
+        }
+    }
+}
