@@ -294,7 +294,11 @@ async fn run_node(
     let socket = opts.socket.clone();
     let token = cancel.clone();
     tracker.spawn(async move {
-        if let Err(e) = api::serve(&socket, api_state, token).await {
+        let served = match api::bind(&socket).await {
+            Ok(listener) => api::serve(listener, api_state, token).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "control API stopped");
         }
     });
