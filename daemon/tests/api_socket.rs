@@ -1,20 +1,23 @@
-//! The control API on a real unix socket: serve, answer, stop on cancel, clean up, and refuse to
-//! take over a socket a live daemon answers on.
+//! The control API on a real unix socket: serve, answer, stop on cancel, clean up, refuse to take
+//! over a socket a live daemon answers on, and bound what clients can hold (connections at once
+//! and per uid, time to send a request head). Timeouts are shortened through `ServeOptions`; no
+//! test needs root, one does more with it.
 #![cfg(feature = "runtime")]
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wgmesh_api_types::{PeerCounts, PeerList, SCHEMA_VERSION, Status};
-use wgmeshd::api::{ApiError, ApiState, bind, serve};
+use wgmeshd::api::{ApiError, ApiState, ServeOptions, bind, serve, serve_with};
 
 fn status() -> Status {
     Status {
@@ -43,7 +46,7 @@ struct Running {
     task: JoinHandle<Result<(), ApiError>>,
 }
 
-fn start(path: &Path) -> Running {
+fn state() -> (ApiState, watch::Sender<Status>, watch::Sender<PeerList>) {
     let (status_tx, status_rx) = watch::channel(status());
     let (peers_tx, peers_rx) = watch::channel(PeerList {
         schema_version: SCHEMA_VERSION,
@@ -53,10 +56,29 @@ fn start(path: &Path) -> Running {
         status: status_rx,
         peers: peers_rx,
     };
+    (state, status_tx, peers_tx)
+}
+
+/// Binds `path` and serves it with the production limits.
+async fn start(path: &Path) -> Running {
+    let listener = bind(path).await.unwrap();
+    let (state, status_tx, peers_tx) = state();
     let token = CancellationToken::new();
-    let path = path.to_owned();
-    let shutdown = token.clone();
-    let task = tokio::spawn(async move { serve(bind(&path).await?, state, shutdown).await });
+    let task = tokio::spawn(serve(listener, state, token.clone()));
+    Running {
+        _status: status_tx,
+        _peers: peers_tx,
+        token,
+        task,
+    }
+}
+
+/// Binds `path` and serves it within `options`.
+async fn start_with(path: &Path, options: ServeOptions) -> Running {
+    let listener = bind(path).await.unwrap();
+    let (state, status_tx, peers_tx) = state();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(serve_with(listener, state, token.clone(), options));
     Running {
         _status: status_tx,
         _peers: peers_tx,
@@ -68,30 +90,22 @@ fn start(path: &Path) -> Running {
 /// `GET path` over the socket; status code and body.
 async fn get(socket: &Path, path: &str) -> (u16, Bytes) {
     let stream = UnixStream::connect(socket).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    get_on(stream, path).await.unwrap()
+}
+
+/// `GET path` on a connected stream; an error when the server closes the connection instead.
+async fn get_on(stream: UnixStream, path: &str) -> Result<(u16, Bytes), hyper::Error> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
+    let response = sender.send_request(request).await?;
     let code = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = response.into_body().collect().await?.to_bytes();
     driver.abort();
-    (code, body)
-}
-
-/// Waits until something accepts connections on `socket`.
-async fn wait_ready(socket: &Path) {
-    for _ in 0..500 {
-        if UnixStream::connect(socket).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("API never came up on {}", socket.display());
+    Ok((code, body))
 }
 
 async fn stop(running: Running) -> Result<(), ApiError> {
@@ -106,12 +120,55 @@ fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("run").join("wgmeshd.sock")
 }
 
+/// Waits until the server closes `stream` (EOF or reset) without sending anything; how long that
+/// took. Panics after `max`.
+async fn closed_within(stream: &mut UnixStream, max: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0_u8; 64];
+    match tokio::time::timeout(max, stream.read(&mut buf)).await {
+        Ok(Ok(0)) => {}
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Ok(n)) => panic!("server sent {:?}", String::from_utf8_lossy(&buf[..n])),
+        Ok(Err(err)) => panic!("read failed: {err}"),
+        Err(_) => panic!("connection still open after {max:?}"),
+    }
+    started.elapsed()
+}
+
+/// Connections the server side holds on `socket` now: accepted sockets bound to its path
+/// (`/proc/net/unix` state 03; ones still waiting in the backlog show state 02, clients no path).
+fn server_connections(socket: &Path) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let socket = socket.to_str().unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(5) == Some(&"03") && fields.get(7) == Some(&socket)
+        })
+        .count()
+}
+
+/// Waits until the server holds exactly `n` connections on `socket`.
+async fn wait_server_connections(socket: &Path, n: usize) {
+    for _ in 0..300 {
+        if server_connections(socket) == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "server holds {} connections, expected {n}",
+        server_connections(socket)
+    );
+}
+
 #[tokio::test]
 async fn serves_status_then_stops_and_removes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
-    let running = start(&socket);
-    wait_ready(&socket).await;
+    let running = start(&socket).await;
 
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
@@ -126,6 +183,24 @@ async fn serves_status_then_stops_and_removes_the_socket() {
 }
 
 #[tokio::test]
+async fn a_bound_socket_queues_clients_until_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let listener = bind(&socket).await.unwrap();
+    assert_eq!(listener.path(), socket);
+    // Bound, not served yet: a client can connect and send; it is answered once serving starts.
+    let early = UnixStream::connect(&socket).await.unwrap();
+    let (state, _status, _peers) = state();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(serve(listener, state, token.clone()));
+    let (code, _) = get_on(early, "/v1/status").await.unwrap();
+    assert_eq!(code, 200);
+    token.cancel();
+    task.await.unwrap().unwrap();
+    assert!(!socket.exists());
+}
+
+#[tokio::test]
 async fn a_stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
@@ -134,8 +209,7 @@ async fn a_stale_socket_file_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
 
-    let running = start(&socket);
-    wait_ready(&socket).await;
+    let running = start(&socket).await;
     let (code, _) = get(&socket, "/v1/peers").await;
     assert_eq!(code, 200);
     stop(running).await.unwrap();
@@ -146,14 +220,11 @@ async fn a_stale_socket_file_is_replaced() {
 async fn a_second_daemon_on_a_live_socket_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
-    let first = start(&socket);
-    wait_ready(&socket).await;
+    let first = start(&socket).await;
 
-    let second = start(&socket);
-    let err = tokio::time::timeout(Duration::from_secs(5), second.task)
+    let err = tokio::time::timeout(Duration::from_secs(5), bind(&socket))
         .await
-        .expect("second serve returns at once")
-        .unwrap()
+        .expect("second bind returns at once")
         .unwrap_err();
     assert!(matches!(err, ApiError::AlreadyServing { .. }), "{err}");
     assert_eq!(
@@ -170,11 +241,16 @@ async fn a_second_daemon_on_a_live_socket_fails_clearly() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_request_does_not_hold_shutdown() {
-    use tokio::io::AsyncWriteExt as _;
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
-    let running = start(&socket);
-    wait_ready(&socket).await;
+    let drain = Duration::from_millis(800);
+    let options = ServeOptions {
+        // Long, so only the drain can end this connection.
+        header_read_timeout: Duration::from_secs(60),
+        drain_timeout: drain,
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
     let mut slow = UnixStream::connect(&socket).await.unwrap();
     slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -182,12 +258,328 @@ async fn a_client_that_never_finishes_its_request_does_not_hold_shutdown() {
     // Let the server read the partial request, so the connection is busy, not idle.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    stop(running).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= drain, "drain was not awaited: {took:?}");
+    assert!(took < drain * 4, "drain not bounded: {took:?}");
+    assert!(!socket.exists());
+    closed_within(&mut slow, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn stopping_does_not_wait_for_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let running = start(&socket).await;
+    // One keep-alive connection after an answered request, one that never sent anything.
+    let stream = UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::get("/v1/status")
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    let mut silent = UnixStream::connect(&socket).await.unwrap();
+    wait_server_connections(&socket, 2).await;
+
+    let started = Instant::now();
     stop(running).await.unwrap();
     assert!(
-        started.elapsed() >= Duration::from_secs(4),
-        "drain was not awaited at all"
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} for idle connections",
+        started.elapsed()
     );
-    assert!(!socket.exists());
-    drop(slow);
+    closed_within(&mut silent, Duration::from_secs(1)).await;
+    driver.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let timeout = Duration::from_millis(300);
+    let options = ServeOptions {
+        header_read_timeout: timeout,
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+
+    let mut silent = UnixStream::connect(&socket).await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(3)).await;
+    assert!(took >= timeout / 2, "closed before the timeout: {took:?}");
+    wait_server_connections(&socket, 0).await;
+    stop(running).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_trickling_request_head_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let timeout = Duration::from_millis(400);
+    let options = ServeOptions {
+        header_read_timeout: timeout,
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+
+    // Slowloris: a valid request head, one header line every 50 ms, never the final empty line.
+    let stream = UnixStream::connect(&socket).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let mut line: &[u8] = b"GET /v1/status HTTP/1.1\r\nHost: x\r\n";
+        loop {
+            if let Err(err) = writer.write_all(line).await {
+                return err;
+            }
+            line = b"X-Slow: 1\r\n";
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut buf = [0_u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), reader.read(&mut buf))
+        .await
+        .expect("trickling connection still open after 3 s");
+    let took = started.elapsed();
+    match read {
+        Ok(0) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("unexpected read result {other:?}"),
+    }
+    assert!(took >= timeout / 2, "closed before the timeout: {took:?}");
+    // The writer fails once the server is gone.
+    tokio::time::timeout(Duration::from_secs(2), trickle)
+        .await
+        .expect("writer notices the close")
+        .unwrap();
+    stop(running).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let timeout = Duration::from_millis(300);
+    let options = ServeOptions {
+        header_read_timeout: timeout,
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+
+    let stream = UnixStream::connect(&socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    // Wait past one timeout before the first request: it is not counted from accept alone.
+    tokio::time::sleep(timeout / 2).await;
+    let request = hyper::Request::get("/v1/status")
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    let answered = Instant::now();
+
+    // The client keeps the connection open; the server closes it once idle for the timeout.
+    tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect("idle keep-alive connection still open after 3 s")
+        .unwrap()
+        .unwrap();
+    let idle = answered.elapsed();
+    assert!(idle >= timeout / 2, "closed before the timeout: {idle:?}");
+    stop(running).await.unwrap();
+}
+
+#[tokio::test]
+async fn at_the_global_cap_new_clients_wait_for_a_free_slot() {
+    const CAP: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let timeout = Duration::from_millis(1000);
+    let options = ServeOptions {
+        max_connections: CAP,
+        max_connections_per_uid: 100,
+        header_read_timeout: timeout,
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        idle.push(UnixStream::connect(&socket).await.unwrap());
+    }
+    wait_server_connections(&socket, CAP).await;
+
+    // More clients than slots: a normal one among idle ones. They wait in the backlog.
+    let extra_idle: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(UnixStream::connect(&socket).await.unwrap());
+        }
+        v
+    };
+    let asked = Instant::now();
+    let normal = {
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let answer = get(&socket, "/v1/status").await;
+            (answer, Instant::now())
+        })
+    };
+    let mut most = 0;
+    while !normal.is_finished() {
+        most = most.max(server_connections(&socket));
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "normal client never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ((code, _), answered_at) = normal.await.unwrap();
+    assert_eq!(code, 200);
+    assert!(most <= CAP, "server held {most} connections, cap {CAP}");
+    // It was held back until the first idle connections timed out.
+    let waited = answered_at - asked;
+    assert!(
+        waited >= timeout / 2,
+        "answered after {waited:?}, before any slot was free"
+    );
+
+    // The idle ones are all closed by the header timeout, the queued ones too.
+    for mut stream in idle.into_iter().chain(extra_idle) {
+        closed_within(&mut stream, timeout * 4).await;
+    }
+    stop(running).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_uid_over_its_share_is_closed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let options = ServeOptions {
+        max_connections: 8,
+        max_connections_per_uid: 2,
+        // Long: only the per-uid cap can close anything quickly here.
+        header_read_timeout: Duration::from_secs(30),
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+
+    let first = UnixStream::connect(&socket).await.unwrap();
+    let _second = UnixStream::connect(&socket).await.unwrap();
+    wait_server_connections(&socket, 2).await;
+    for _ in 0..3 {
+        let mut over = UnixStream::connect(&socket).await.unwrap();
+        let took = closed_within(&mut over, Duration::from_secs(2)).await;
+        assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    }
+    let over = UnixStream::connect(&socket).await.unwrap();
+    assert!(get_on(over, "/v1/status").await.is_err());
+    assert_eq!(server_connections(&socket), 2);
+
+    // A freed slot is usable again.
+    drop(first);
+    wait_server_connections(&socket, 1).await;
+    let (code, _) = get(&socket, "/v1/status").await;
+    assert_eq!(code, 200);
+    stop(running).await.unwrap();
+}
+
+/// Connects `n` times to `socket` as `uid`: from a thread whose credentials alone are changed
+/// (raw `setresuid`, not libc's process-wide wrapper), since `SO_PEERCRED` records the
+/// connecting thread's credentials. Needs root.
+fn connect_as(uid: u32, socket: &Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    let socket = socket.to_owned();
+    std::thread::spawn(move || {
+        // SAFETY: changes the credentials of this thread only, which exits right after.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        (0..n)
+            .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_uid_flooding_does_not_starve_another() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to connect as another uid");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let options = ServeOptions {
+        max_connections: 4,
+        max_connections_per_uid: 2,
+        header_read_timeout: Duration::from_secs(30),
+        ..ServeOptions::default()
+    };
+    let running = start_with(&socket, options).await;
+    // Let the other uid reach the socket; the file modes are not what this test is about.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    // Enough to fill the global cap three times over, were it not for the per-uid share.
+    let flood = connect_as(NOBODY, &socket, 12);
+    wait_server_connections(&socket, 2).await;
+
+    let asked = Instant::now();
+    let (code, _) = tokio::time::timeout(Duration::from_secs(5), get(&socket, "/v1/status"))
+        .await
+        .expect("root starved by another uid");
+    assert_eq!(code, 200);
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    // Beyond its share, the flood's connections were closed at once.
+    let mut closed = 0;
+    for stream in flood {
+        let mut stream = UnixStream::from_std({
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .unwrap();
+        let mut buf = [0_u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 10);
+    stop(running).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let running = start(&socket).await;
+    let mut stream = UnixStream::connect(&socket).await.unwrap();
+    let head = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    // The server may stop reading (and close) before all of it is written.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer))
+        .await
+        .expect("connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "unexpected answer {answer:?}"
+    );
+    stop(running).await.unwrap();
 }

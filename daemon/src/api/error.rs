@@ -62,7 +62,7 @@ pub enum ApiError {
         #[source]
         source: io::Error,
     },
-    /// The server stopped with an I/O error.
+    /// The listening socket failed (`accept(2)` with an error that retrying cannot fix).
     #[error("API server on {} failed: {source}", path.display())]
     Serve {
         /// The socket path.

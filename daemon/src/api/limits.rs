@@ -1,8 +1,9 @@
-//! Bounds on what one client can cost the daemon: request time, requests in flight, body size.
+//! Bounds on what one request can cost the daemon: request time, requests in flight, body size.
 //!
 //! The socket is open to every member of group `wgmesh`, so a stuck or greedy client must not be
 //! able to hold shutdown open, exhaust tasks or memory. Refusals are problem+json like every other
-//! error.
+//! error. What a connection can cost before its request is read (connections held, time and
+//! bytes of the request head) is bounded by the server in `server.rs`.
 
 use std::time::Duration;
 

@@ -1,18 +1,18 @@
-//! The API socket's life: replace a stale file, bind, restrict access, serve, remove on exit.
+//! The API socket's life: replace a stale file, bind, restrict access, remove on exit.
 //!
 //! Access is decided by the file: mode `0660`, owner the daemon (root), group `wgmesh` when that
 //! group exists. A socket left by a crashed daemon is replaced; one a live daemon answers on is
-//! not, so a second daemon fails loudly instead of stealing the first one's clients.
+//! not, so a second daemon fails loudly instead of stealing the first one's clients. Binding is
+//! separate from serving ([`super::serve`]) so the daemon can claim its socket before it touches
+//! any device, and fail early when another daemon owns it.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, ApiState, router};
+use super::ApiError;
 
 /// Permission bits of the socket: owner and group may connect, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -22,84 +22,37 @@ const DIR_MODE: u32 = 0o755;
 const API_GROUP: &str = "wgmesh";
 /// Where [`API_GROUP`] is looked up; no NSS, the daemon only needs a local system group.
 const GROUP_FILE: &str = "/etc/group";
-/// How long requests in flight may still run after shutdown is asked for. The request timeout does
-/// not cover a client that never finishes sending its headers, so this bounds the drain.
-pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves the API on the unix socket `path` until `shutdown` is cancelled.
+/// A bound API socket, not yet served: the listener and the file it owns.
+///
+/// Connections made now wait in the kernel's backlog until [`super::serve`] accepts them.
+/// Dropping it (or the server stopping) removes the socket file, unless another process replaced
+/// the file meanwhile.
+#[derive(Debug)]
+pub struct ApiListener {
+    pub(super) listener: UnixListener,
+    pub(super) socket_file: SocketFile,
+}
+
+impl ApiListener {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.socket_file.path
+    }
+}
+
+/// Binds the API socket at `path` with the API's access rules.
 ///
 /// Creates the parent directory if missing (`0755`), replaces a stale socket file nobody answers
-/// on, binds, sets mode `0660` and group `wgmesh` (if it exists), then serves; on cancellation it
-/// stops accepting, lets requests in flight finish for at most 5 s (`DRAIN_TIMEOUT`) and removes
-/// the socket file. Connections still open then (a client that never completes its request) are
-/// left to die with the runtime; they no longer hold the socket path.
+/// on, binds, then sets mode `0660` and group `wgmesh` (if the group exists). On any failure after
+/// the bind the file is removed again.
 ///
 /// # Errors
 ///
 /// [`ApiError::AlreadyServing`] when a live daemon answers on `path`,
 /// [`ApiError::NotASocket`] when a non-socket file is in the way, and the I/O failures of each
 /// step; every message names `path`.
-pub async fn serve(
-    listener: ApiListener,
-    state: ApiState,
-    shutdown: CancellationToken,
-) -> Result<(), ApiError> {
-    let ApiListener {
-        listener,
-        socket_file,
-    } = listener;
-    let path = socket_file.path.clone();
-    let path = path.as_path();
-    tracing::info!(socket = %path.display(), "control API listening");
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let drain_deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    let result = tokio::select! {
-        result = server => result,
-        () = drain_deadline => {
-            tracing::warn!(
-                socket = %path.display(),
-                drain_secs = DRAIN_TIMEOUT.as_secs(),
-                "API connections still open after shutdown; closing the socket anyway"
-            );
-            Ok(())
-        }
-    };
-    drop(socket_file);
-    tracing::info!(socket = %path.display(), "control API stopped");
-    result.map_err(|source| ApiError::Serve {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The bound API socket, not yet served. Dropping it removes the socket file.
-#[derive(Debug)]
-pub struct ApiListener {
-    listener: UnixListener,
-    socket_file: SocketFile,
-}
-
-/// Claims `path` for the API: replaces a stale socket file, binds, sets mode and group. Done
-/// before anything else at start, so a second daemon fails before it touches a device.
-///
-/// # Errors
-///
-/// See [`serve`].
 pub async fn bind(path: &Path) -> Result<ApiListener, ApiError> {
-    let (listener, socket_file) = bind_socket(path).await?;
-    Ok(ApiListener {
-        listener,
-        socket_file,
-    })
-}
-
-/// Binds `path` with the API's access rules; the returned guard removes the file when dropped.
-async fn bind_socket(path: &Path) -> Result<(UnixListener, SocketFile), ApiError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::system::fs::ensure_private_dir(dir, DIR_MODE).map_err(|source| {
             ApiError::CreateDir {
@@ -119,7 +72,11 @@ async fn bind_socket(path: &Path) -> Result<(UnixListener, SocketFile), ApiError
         source,
     })?;
     restrict_access(path)?;
-    Ok((listener, socket_file))
+    tracing::debug!(socket = %path.display(), "API socket bound");
+    Ok(ApiListener {
+        listener,
+        socket_file,
+    })
 }
 
 /// Removes a socket file at `path` that nobody answers on; fails if someone does.
@@ -200,7 +157,7 @@ fn gid_of(group_file: &str, name: &str) -> Option<u32> {
 
 /// The socket file this process bound; removed on drop unless someone replaced it meanwhile.
 #[derive(Debug)]
-struct SocketFile {
+pub(super) struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -260,12 +217,13 @@ mod tests {
     async fn socket_gets_mode_0660_and_missing_parents() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/wgmesh/api.sock");
-        let (_listener, guard) = bind_socket(&path).await.unwrap();
+        let listener = bind(&path).await.unwrap();
+        assert_eq!(listener.path(), path);
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, SOCKET_MODE);
         let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
         assert_eq!(parent.permissions().mode() & 0o777, DIR_MODE);
-        drop(guard);
+        drop(listener);
         assert!(!path.exists());
     }
 }

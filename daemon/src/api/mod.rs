@@ -5,22 +5,34 @@
 //! client can see, from a handler or a tower layer, is an `application/problem+json` body
 //! ([`wgmesh_api_types::Problem`]) with a stable `type`.
 //!
-//! - [`router`]: the routes and the limits around them, testable with `oneshot`.
-//! - [`serve`]: the socket's life (stale-file check, bind, mode, group, removal on exit).
+//! - [`router`]: the routes and the per-request limits around them, testable with `oneshot`.
+//! - [`bind`]: the socket's life (stale-file check, bind, mode, group, removal on exit); separate
+//!   from serving so the daemon claims its socket before it touches any device.
+//! - [`serve`]: the accept loop and the per-connection limits (connections at once and per uid,
+//!   time to send a request head, drain on shutdown), with the caller's [`PeerCred`] attached to
+//!   every request.
 
+mod auth;
 mod error;
 mod limits;
 mod listener;
 mod peers;
 mod problem;
+mod server;
+mod slots;
 mod status;
 
 use axum::Router;
 use tokio::sync::watch;
 use wgmesh_api_types::{PeerList, Status};
 
+pub use auth::PeerCred;
 pub use error::ApiError;
-pub use listener::{ApiListener, bind, serve};
+pub use listener::{ApiListener, bind};
+pub use server::{
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, ServeOptions,
+    serve, serve_with,
+};
 
 /// What the handlers read: the latest snapshots the daemon published.
 ///
