@@ -299,3 +299,23 @@ fn identity_cmd(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_the_command_line_never_shows_the_secret() {
+        let secret = "wgmesh://v1/correct-horse-battery-staple-0123456789";
+        let cli = Cli::try_parse_from(["wgmeshd", "join", "--secret", secret]).unwrap();
+        let text = format!("{cli:?}");
+        assert!(!text.contains("correct-horse"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert!(!format!("{args:?}").contains("correct-horse"));
+        let opts_secret = args.secret.resolve().unwrap();
+        assert!(!format!("{opts_secret:?}").contains("correct-horse"));
+    }
+}

@@ -19,10 +19,17 @@ use std::pin::pin;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use rtnetlink::{Handle, LinkDummy, LinkVeth, RouteMessageBuilder};
 use wgmeshd::system::net::{
     self, DesiredRoute, ForwardingState, InstalledRoute, NetError, Netlink, PROC_SYS,
@@ -484,4 +491,698 @@ fn forwarding_enable_and_restore_stay_in_the_private_namespace() {
     let host_during = checker.join().unwrap();
     assert_eq!(host_during, host_before, "the host's forwarding changed");
     assert_eq!(net::read_forwarding(proc_sys).unwrap(), host_before);
+}
+
+// ---- routes with a full table and other owners' routes ---------------------------------------
+
+const UPLINK: &str = "wgmup0";
+
+/// Creates the stand-in for the host's uplink (another interface than the mesh's), up, with
+/// `192.168.1.2/24` and `fd00:1::2/64`, and returns its index. Dummy or veth, as [`standin`].
+async fn uplink(nl: &Netlink) -> u32 {
+    let raw = raw();
+    let peer = format!("{UPLINK}p");
+    if raw
+        .link()
+        .add(LinkDummy::new(UPLINK).build())
+        .execute()
+        .await
+        .is_err()
+    {
+        raw.link()
+            .add(LinkVeth::new(UPLINK, &peer).build())
+            .execute()
+            .await
+            .expect("neither dummy nor veth links can be created");
+        let p = nl.link_index(&peer).await.unwrap().expect("veth peer");
+        nl.set_link_up(p).await.unwrap();
+    }
+    let index = nl.link_index(UPLINK).await.unwrap().expect("uplink");
+    nl.set_link_up(index).await.unwrap();
+    nl.sync_addresses(index, &[net("192.168.1.2/24"), net("fd00:1::2/64")])
+        .await
+        .unwrap();
+    index
+}
+
+/// An operator's route (`ip route add DST [via GW] dev IF proto P [metric M]`) as a message.
+fn operator_route(
+    dst: &str,
+    gateway: Option<&str>,
+    ifindex: u32,
+    protocol: RouteProtocol,
+    metric: Option<u32>,
+) -> RouteMessage {
+    let dst = net(dst);
+    match dst {
+        IpNet::V4(d) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(d.network(), d.prefix_len())
+                .output_interface(ifindex)
+                .protocol(protocol);
+            b = match gateway {
+                Some(gw) => b.gateway(gw.parse().unwrap()),
+                None => b.scope(RouteScope::Link),
+            };
+            if let Some(m) = metric {
+                b = b.priority(m);
+            }
+            b.build()
+        }
+        IpNet::V6(d) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(d.network(), d.prefix_len())
+                .output_interface(ifindex)
+                .protocol(protocol);
+            if let Some(gw) = gateway {
+                b = b.gateway(gw.parse().unwrap());
+            }
+            if let Some(m) = metric {
+                b = b.priority(m);
+            }
+            b.build()
+        }
+    }
+}
+
+/// Adds `routes` through `raw`, many requests in flight at once (fast enough for thousands).
+async fn add_all(raw: &Handle, routes: Vec<RouteMessage>) {
+    futures_util::stream::iter(routes.into_iter().map(|r| raw.route().add(r).execute()))
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("adding the operator's routes");
+}
+
+/// `ip route append`: create without `NLM_F_EXCL`, so that an IPv6 gateway route joins an
+/// existing route to the same prefix and metric as a multipath sibling.
+async fn append(raw: &Handle, route: RouteMessage) {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewRoute(route));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut replies = raw.clone().request(req).unwrap();
+    while let Some(reply) = replies.next().await {
+        if let NetlinkPayload::Error(e) = reply.payload {
+            assert!(e.code.is_none(), "append refused: {e:?}");
+        }
+    }
+}
+
+/// Every route message of the main table, unfiltered (a plain socket ignores dump filters).
+async fn whole_main_table(raw: &Handle) -> Vec<RouteMessage> {
+    let mut all = Vec::new();
+    for query in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(query));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut replies = raw.clone().request(req).unwrap();
+        while let Some(reply) = replies.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) = reply.payload
+                && m.header.table == RouteHeader::RT_TABLE_MAIN
+            {
+                all.push(m);
+            }
+        }
+    }
+    all
+}
+
+fn dst(route: &RouteMessage) -> Option<IpNet> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => {
+            let ip: IpAddr = match d {
+                RouteAddress::Inet(a) => (*a).into(),
+                RouteAddress::Inet6(a) => (*a).into(),
+                _ => return None,
+            };
+            IpNet::new(ip, route.header.destination_prefix_length).ok()
+        }
+        _ => None,
+    })
+}
+
+fn is_multipath(route: &RouteMessage) -> bool {
+    route
+        .attributes
+        .iter()
+        .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
+}
+
+/// The routes to `destination` as plain values (whatever their interface and protocol).
+async fn routes_to(nl: &Netlink, ifindexes: &[u32], destination: &str) -> Vec<InstalledRoute> {
+    let mut found = Vec::new();
+    for &i in ifindexes {
+        for r in nl.routes(i).await.unwrap() {
+            if r.destination == net(destination) && !found.contains(&r) {
+                found.push(r);
+            }
+        }
+    }
+    found
+}
+
+/// Syncs and checks that the sync read the routes on our interface and nothing else (the
+/// other interfaces' routes stay in the kernel).
+async fn sync_reading_only_ours(
+    nl: &Netlink,
+    index: u32,
+    desired: &[DesiredRoute],
+) -> net::RouteSyncReport {
+    let on_ours = nl.routes(index).await.unwrap().len();
+    let report = nl.sync_routes(index, desired).await.unwrap();
+    assert_eq!(
+        report.routes_read, on_ours,
+        "the sync read more than the routes on our interface: {report:?}"
+    );
+    report
+}
+
+fn ours_to(routes: &[InstalledRoute], index: u32, destination: &str) -> usize {
+    routes
+        .iter()
+        .filter(|r| r.destination == net(destination) && r.is_ours(index, ROUTE_PROTOCOL))
+        .count()
+}
+
+#[test]
+fn route_sync_reads_only_the_mesh_interface_of_a_full_table() {
+    if !privileged("route_sync_reads_only_the_mesh_interface_of_a_full_table") {
+        return;
+    }
+    in_private_netns(|| async {
+        let nl = Netlink::connect().await.unwrap();
+        let raw = raw();
+        let index = standin(&nl).await;
+        let up = uplink(&nl).await;
+        nl.sync_addresses(index, &[net("10.78.1.2/16"), net("fd00:78::2/64")])
+            .await
+            .unwrap();
+        // The kernel adds fe80::/64 with the link-local address: wait, so counts are stable.
+        wait_for_link_local(&nl, index).await;
+
+        // A router's table: 20 000 IPv4 and 2 000 IPv6 routes through the uplink, proto static.
+        let started = std::time::Instant::now();
+        let v4 = (0..20_000u32).map(|i| {
+            let d = Ipv4Addr::from(0x0b00_0000 + (i << 8));
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(d, 24)
+                .output_interface(up)
+                .scope(RouteScope::Link)
+                .protocol(RouteProtocol::Static)
+                .build()
+        });
+        let v6 = (0..2_000u16).map(|i| {
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 0), 48)
+                .output_interface(up)
+                .protocol(RouteProtocol::Static)
+                .build()
+        });
+        add_all(&raw, v4.chain(v6).collect()).await;
+        let table = whole_main_table(&raw).await.len();
+        assert!(table >= 22_000, "only {table} routes in the main table");
+        eprintln!("22 000 foreign routes added in {:?}", started.elapsed());
+
+        let gw4: IpAddr = "10.78.0.1".parse().unwrap();
+        let gw6: IpAddr = "fd00:78::1".parse().unwrap();
+        let desired = vec![
+            DesiredRoute::device(net("10.1.0.0/16")),
+            DesiredRoute::via(net("10.2.0.0/16"), gw4).unwrap(),
+            DesiredRoute::device(net("192.168.77.0/24")),
+            DesiredRoute::device(net("fd01::/64")),
+            DesiredRoute::via(net("fd02::/64"), gw6).unwrap(),
+        ];
+        let started = std::time::Instant::now();
+        let first = nl.sync_routes(index, &desired).await.unwrap();
+        let first_took = started.elapsed();
+        assert_eq!(first.replaced.len(), 5, "{first:?}");
+        assert!(
+            first.foreign.is_empty() && first.removed.is_empty(),
+            "{first:?}"
+        );
+        // Before the sync our interface had its connected routes only (10.78.0.0/16,
+        // fd00:78::/64, fe80::/64): that is all that was read, not the 22 000 others.
+        assert!(first.routes_read <= 5, "read {} routes", first.routes_read);
+
+        let started = std::time::Instant::now();
+        let second = nl.sync_routes(index, &desired).await.unwrap();
+        let second_took = started.elapsed();
+        assert!(
+            second.replaced.is_empty() && second.removed.is_empty() && second.foreign.is_empty(),
+            "{second:?}"
+        );
+        assert_eq!(second.unchanged, 5);
+        let on_ours = nl.routes(index).await.unwrap();
+        assert_eq!(
+            second.routes_read,
+            on_ours.len(),
+            "read more than the routes on our interface: {on_ours:?}"
+        );
+        assert!(
+            second.routes_read <= 10,
+            "read {} routes",
+            second.routes_read
+        );
+        assert_eq!(ours(&on_ours, index).len(), 5);
+        eprintln!(
+            "sync with {table} routes in the table: first pass {first_took:?} ({} read), \
+             no-op pass {second_took:?} ({} read)",
+            first.routes_read, second.routes_read
+        );
+
+        // The single-route calls read no more than that either, and work.
+        let extra = DesiredRoute::device(net("10.3.0.0/16"));
+        nl.replace_route(index, &extra).await.unwrap();
+        nl.delete_route(index, net("10.3.0.0/16")).await.unwrap();
+        nl.delete_route(index, net("11.0.0.0/24")).await.unwrap();
+        assert_eq!(whole_main_table(&raw).await.len(), table + 5);
+        assert!(nl.routes(up).await.unwrap().len() >= 22_000);
+    });
+}
+
+#[test]
+fn route_dumps_are_filtered_by_the_kernel() {
+    if !privileged("route_dumps_are_filtered_by_the_kernel") {
+        return;
+    }
+    in_private_netns(|| async {
+        let nl = Netlink::connect().await.unwrap();
+        let raw = raw();
+        let index = standin(&nl).await;
+        let up = uplink(&nl).await;
+        nl.sync_addresses(index, &[net("10.78.1.2/16"), net("fd00:78::2/64")])
+            .await
+            .unwrap();
+        // The kernel adds fe80::/64 with the link-local address: wait, so counts are stable.
+        wait_for_link_local(&nl, index).await;
+        let ours_proto = RouteProtocol::from(ROUTE_PROTOCOL);
+        add_all(
+            &raw,
+            vec![
+                operator_route("10.1.0.0/16", None, index, ours_proto, None),
+                operator_route("10.2.0.0/16", None, index, RouteProtocol::Static, None),
+                operator_route("10.3.0.0/16", None, up, ours_proto, None),
+                operator_route("10.4.0.0/16", None, up, RouteProtocol::Static, None),
+                operator_route("fd01::/64", None, index, ours_proto, None),
+                operator_route("fd04::/64", None, up, RouteProtocol::Boot, None),
+                operator_route(
+                    "fd0f::/64",
+                    Some("fd00:1::1"),
+                    up,
+                    RouteProtocol::Static,
+                    None,
+                ),
+            ],
+        )
+        .await;
+        // Our protocol on our interface but in another table.
+        let mut other_table = operator_route("10.5.0.0/16", None, index, ours_proto, None);
+        other_table.header.table = 100;
+        add_all(&raw, vec![other_table]).await;
+        // A multipath route whose first leg is on the uplink and second on our interface.
+        append(
+            &raw,
+            operator_route(
+                "fd0f::/64",
+                Some("fd00:78::1"),
+                index,
+                RouteProtocol::Static,
+                None,
+            ),
+        )
+        .await;
+
+        let (connection, strict, _) = rtnetlink::new_connection_with_strict_check().unwrap();
+        tokio::spawn(connection);
+        let dump = |ipv6: bool, protocol: RouteProtocol| {
+            let query = if ipv6 {
+                RouteMessageBuilder::<Ipv6Addr>::new()
+                    .protocol(protocol)
+                    .kind(RouteType::Unspec)
+                    .output_interface(index)
+                    .build()
+            } else {
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .protocol(protocol)
+                    .kind(RouteType::Unspec)
+                    .output_interface(index)
+                    .build()
+            };
+            let request = strict.route().get(query).execute();
+            async move {
+                let messages: Vec<RouteMessage> = request.try_collect().await.unwrap();
+                let mut got: Vec<(IpNet, bool)> = messages
+                    .iter()
+                    .map(|m| (dst(m).unwrap(), is_multipath(m)))
+                    .collect();
+                got.sort();
+                got
+            }
+        };
+        // Table main and our interface, any protocol: no uplink route, no other table, but
+        // the multipath route with a leg on our interface and the connected routes.
+        assert_eq!(
+            dump(false, RouteProtocol::Unspec).await,
+            vec![
+                (net("10.1.0.0/16"), false),
+                (net("10.2.0.0/16"), false),
+                (net("10.78.0.0/16"), false),
+            ]
+        );
+        assert_eq!(
+            dump(true, RouteProtocol::Unspec).await,
+            vec![
+                (net("fd00:78::/64"), false),
+                (net("fd01::/64"), false),
+                (net("fd0f::/64"), true),
+                (net("fe80::/64"), false),
+            ]
+        );
+        // And by protocol.
+        assert_eq!(
+            dump(false, ours_proto).await,
+            vec![(net("10.1.0.0/16"), false)]
+        );
+        assert_eq!(
+            dump(true, ours_proto).await,
+            vec![(net("fd01::/64"), false)]
+        );
+
+        // The daemon sees the multipath route as someone else's on its interface.
+        let routes = nl.routes(index).await.unwrap();
+        let mp = routes
+            .iter()
+            .find(|r| r.destination == net("fd0f::/64"))
+            .expect("multipath route listed");
+        assert_eq!(mp.oif, None);
+        assert!(!mp.is_ours(index, ROUTE_PROTOCOL));
+    });
+}
+
+#[test]
+fn foreign_route_on_another_interface_wins_until_removed_v4_and_v6() {
+    if !privileged("foreign_route_on_another_interface_wins_until_removed_v4_and_v6") {
+        return;
+    }
+    in_private_netns(|| async {
+        let nl = Netlink::connect().await.unwrap();
+        let raw = raw();
+        let index = standin(&nl).await;
+        let up = uplink(&nl).await;
+        nl.sync_addresses(index, &[net("10.78.1.2/16"), net("fd00:78::2/64")])
+            .await
+            .unwrap();
+        // The kernel adds fe80::/64 with the link-local address: wait, so counts are stable.
+        wait_for_link_local(&nl, index).await;
+
+        // The operator's LAN routes on the uplink: `ip route add 192.168.50.0/24 dev eth0`
+        // (proto boot), an IPv6 gateway route (the kind that could become a multipath
+        // sibling) and an IPv6 device route.
+        let operator = vec![
+            operator_route("192.168.50.0/24", None, up, RouteProtocol::Boot, None),
+            operator_route(
+                "fd50::/64",
+                Some("fd00:1::1"),
+                up,
+                RouteProtocol::Static,
+                None,
+            ),
+            operator_route("fd51::/64", None, up, RouteProtocol::Boot, None),
+        ];
+        add_all(&raw, operator.clone()).await;
+
+        let gw6: IpAddr = "fd00:78::1".parse().unwrap();
+        let contested = vec![
+            DesiredRoute::device(net("192.168.50.0/24")),
+            DesiredRoute::via(net("fd50::/64"), gw6).unwrap(),
+            DesiredRoute::device(net("fd51::/64")),
+        ];
+        let mut desired = contested.clone();
+        desired.push(DesiredRoute::device(net("10.1.0.0/16")));
+
+        let check_left_alone = || async {
+            for dst in ["192.168.50.0/24", "fd50::/64", "fd51::/64"] {
+                let found = routes_to(&nl, &[index, up], dst).await;
+                assert_eq!(found.len(), 1, "{dst}: {found:?}");
+                // On the uplink only, single path (no multipath sibling through us).
+                assert_eq!(found[0].oif, Some(up), "{dst}: {found:?}");
+                assert_ne!(found[0].protocol, ROUTE_PROTOCOL, "{dst}: {found:?}");
+            }
+            let fd50 = routes_to(&nl, &[up], "fd50::/64").await;
+            assert_eq!(fd50[0].gateway, Some("fd00:1::1".parse().unwrap()));
+        };
+
+        for pass in 0..2 {
+            let report = sync_reading_only_ours(&nl, index, &desired).await;
+            assert_eq!(report.foreign, contested, "pass {pass}: {report:?}");
+            let expected_new = if pass == 0 { 1 } else { 0 };
+            assert_eq!(
+                report.replaced.len(),
+                expected_new,
+                "pass {pass}: {report:?}"
+            );
+            assert!(report.removed.is_empty(), "pass {pass}: {report:?}");
+            check_left_alone().await;
+        }
+        // The single-route call refuses as well.
+        let err = nl.replace_route(index, &contested[1]).await.unwrap_err();
+        assert!(matches!(err, NetError::ForeignRoute { .. }), "{err}");
+        check_left_alone().await;
+
+        // The operator removes their routes: the next sync installs ours.
+        for r in operator {
+            raw.route().del(r).execute().await.unwrap();
+        }
+        let report = sync_reading_only_ours(&nl, index, &desired).await;
+        assert!(report.foreign.is_empty(), "{report:?}");
+        assert_eq!(report.replaced, contested, "{report:?}");
+        let on_ours = nl.routes(index).await.unwrap();
+        for dst in ["192.168.50.0/24", "fd50::/64", "fd51::/64"] {
+            assert_eq!(ours_to(&on_ours, index, dst), 1, "{dst}: {on_ours:?}");
+        }
+
+        // An operator's IPv6 sibling appended to our gateway route makes a multipath route:
+        // from then on it is not ours alone, so it is neither replaced (an IPv6 replace would
+        // drop the operator's leg) nor deleted.
+        append(
+            &raw,
+            operator_route(
+                "fd50::/64",
+                Some("fd00:1::1"),
+                up,
+                RouteProtocol::Static,
+                None,
+            ),
+        )
+        .await;
+        let moved = vec![
+            DesiredRoute::device(net("10.1.0.0/16")),
+            DesiredRoute::via(net("fd50::/64"), "fd00:78::5".parse().unwrap()).unwrap(),
+        ];
+        let report = sync_reading_only_ours(&nl, index, &moved).await;
+        assert_eq!(report.foreign, vec![moved[1]], "{report:?}");
+        let fd50 = routes_to(&nl, &[index, up], "fd50::/64").await;
+        assert_eq!(fd50.len(), 1, "{fd50:?}");
+        assert_eq!(
+            fd50[0].oif, None,
+            "the multipath route was changed: {fd50:?}"
+        );
+    });
+}
+
+#[test]
+fn foreign_routes_on_the_mesh_interface_are_left_alone_at_any_metric() {
+    if !privileged("foreign_routes_on_the_mesh_interface_are_left_alone_at_any_metric") {
+        return;
+    }
+    in_private_netns(|| async {
+        let nl = Netlink::connect().await.unwrap();
+        let raw = raw();
+        let index = standin(&nl).await;
+        let _uplink = uplink(&nl).await;
+        nl.sync_addresses(index, &[net("10.78.1.2/16"), net("fd00:78::2/64")])
+            .await
+            .unwrap();
+        // The kernel adds fe80::/64 with the link-local address: wait, so counts are stable.
+        wait_for_link_local(&nl, index).await;
+        // `ip route add X dev wg0 proto static`, one at metric 100 (an exclusive create of ours
+        // at metric 0 would succeed next to it: only the dump of our interface catches it),
+        // one through a gateway, and IPv6 ones.
+        let operator = vec![
+            operator_route("10.60.0.0/16", None, index, RouteProtocol::Static, None),
+            operator_route(
+                "10.61.0.0/16",
+                None,
+                index,
+                RouteProtocol::Static,
+                Some(100),
+            ),
+            operator_route(
+                "10.62.0.0/16",
+                Some("10.78.0.1"),
+                index,
+                RouteProtocol::Boot,
+                None,
+            ),
+            operator_route("fd60::/64", None, index, RouteProtocol::Static, None),
+            operator_route(
+                "fd61::/64",
+                Some("fd00:78::1"),
+                index,
+                RouteProtocol::Static,
+                Some(10),
+            ),
+        ];
+        add_all(&raw, operator.clone()).await;
+        let before = nl.routes(index).await.unwrap();
+
+        let desired: Vec<DesiredRoute> = [
+            "10.60.0.0/16",
+            "10.61.0.0/16",
+            "10.62.0.0/16",
+            "fd60::/64",
+            "fd61::/64",
+        ]
+        .into_iter()
+        .map(|d| DesiredRoute::device(net(d)))
+        .collect();
+        for pass in 0..2 {
+            let report = sync_reading_only_ours(&nl, index, &desired).await;
+            assert_eq!(report.foreign, desired, "pass {pass}: {report:?}");
+            assert!(
+                report.replaced.is_empty() && report.removed.is_empty(),
+                "pass {pass}: {report:?}"
+            );
+            assert_eq!(nl.routes(index).await.unwrap(), before, "pass {pass}");
+        }
+        let err = nl.replace_route(index, &desired[1]).await.unwrap_err();
+        assert!(matches!(err, NetError::ForeignRoute { .. }), "{err}");
+        nl.delete_route(index, net("10.61.0.0/16")).await.unwrap();
+        nl.delete_route(index, net("fd61::/64")).await.unwrap();
+        assert_eq!(nl.routes(index).await.unwrap(), before);
+
+        // Gone: ours goes in.
+        raw.route()
+            .del(operator[1].clone())
+            .execute()
+            .await
+            .unwrap();
+        let report = sync_reading_only_ours(&nl, index, &desired).await;
+        assert_eq!(report.replaced, vec![desired[1]], "{report:?}");
+        assert_eq!(report.foreign.len(), 4, "{report:?}");
+    });
+}
+
+#[test]
+fn stale_routes_of_ours_go_and_operator_gateway_routes_stay() {
+    if !privileged("stale_routes_of_ours_go_and_operator_gateway_routes_stay") {
+        return;
+    }
+    in_private_netns(|| async {
+        let nl = Netlink::connect().await.unwrap();
+        let raw = raw();
+        let index = standin(&nl).await;
+        let up = uplink(&nl).await;
+        nl.sync_addresses(index, &[net("10.78.1.2/16"), net("fd00:78::2/64")])
+            .await
+            .unwrap();
+        // The kernel adds fe80::/64 with the link-local address: wait, so counts are stable.
+        wait_for_link_local(&nl, index).await;
+        let ours_proto = RouteProtocol::from(ROUTE_PROTOCOL);
+        // Leftovers of a previous run (ours, not desired any more, one at a stale metric), the
+        // operator's gateway routes on our interface, and our protocol on another interface.
+        add_all(
+            &raw,
+            vec![
+                operator_route("10.44.0.0/16", Some("10.78.0.1"), index, ours_proto, None),
+                operator_route("fd44::/64", None, index, ours_proto, Some(1024)),
+                operator_route("10.9.0.0/16", None, index, ours_proto, Some(50)),
+                operator_route(
+                    "10.66.0.0/16",
+                    Some("10.78.0.1"),
+                    index,
+                    RouteProtocol::Static,
+                    None,
+                ),
+                operator_route(
+                    "fd66::/64",
+                    Some("fd00:78::1"),
+                    index,
+                    RouteProtocol::Boot,
+                    None,
+                ),
+                operator_route("10.45.0.0/16", None, up, ours_proto, None),
+            ],
+        )
+        .await;
+
+        let desired = vec![
+            DesiredRoute::device(net("10.9.0.0/16")),
+            DesiredRoute::via(net("fd0a::/64"), "fd00:78::1".parse().unwrap()).unwrap(),
+        ];
+        let report = sync_reading_only_ours(&nl, index, &desired).await;
+        assert_eq!(report.replaced, desired, "{report:?}");
+        let removed: BTreeSet<IpNet> = report.removed.iter().map(|r| r.destination).collect();
+        assert_eq!(
+            removed,
+            set(&["10.44.0.0/16", "fd44::/64", "10.9.0.0/16"]),
+            "{report:?}"
+        );
+        let on_ours = nl.routes(index).await.unwrap();
+        assert_eq!(
+            ours(&on_ours, index),
+            BTreeSet::from([
+                (net("10.9.0.0/16"), None),
+                (net("fd0a::/64"), Some("fd00:78::1".parse().unwrap())),
+            ])
+        );
+        let v4_ours = on_ours
+            .iter()
+            .find(|r| r.destination == net("10.9.0.0/16"))
+            .unwrap();
+        assert_eq!(v4_ours.metric, net::METRIC_V4);
+        assert!(has(
+            &on_ours,
+            "10.66.0.0/16",
+            u8::from(RouteProtocol::Static)
+        ));
+        assert!(has(&on_ours, "fd66::/64", u8::from(RouteProtocol::Boot)));
+        assert!(has(
+            &nl.routes(up).await.unwrap(),
+            "10.45.0.0/16",
+            ROUTE_PROTOCOL
+        ));
+
+        // IPv6: a gateway change, then a device route, are replaced in place (one route each
+        // time, no multipath left behind).
+        for changed in [
+            DesiredRoute::via(net("fd0a::/64"), "fd00:78::5".parse().unwrap()).unwrap(),
+            DesiredRoute::device(net("fd0a::/64")),
+            DesiredRoute::via(net("fd0a::/64"), "fd00:78::6".parse().unwrap()).unwrap(),
+        ] {
+            let report = sync_reading_only_ours(&nl, index, &[desired[0], changed]).await;
+            assert_eq!(report.replaced, vec![changed], "{report:?}");
+            let fd0a = routes_to(&nl, &[index], "fd0a::/64").await;
+            assert_eq!(fd0a.len(), 1, "{fd0a:?}");
+            assert!(fd0a[0].is_ours(index, ROUTE_PROTOCOL), "{fd0a:?}");
+            assert_eq!(fd0a[0].gateway, changed.gateway(), "{fd0a:?}");
+        }
+
+        // Nothing desired: only ours go.
+        sync_reading_only_ours(&nl, index, &[]).await;
+        let on_ours = nl.routes(index).await.unwrap();
+        assert!(ours(&on_ours, index).is_empty(), "{on_ours:?}");
+        assert!(has(
+            &on_ours,
+            "10.66.0.0/16",
+            u8::from(RouteProtocol::Static)
+        ));
+        assert!(has(&on_ours, "fd66::/64", u8::from(RouteProtocol::Boot)));
+        assert!(has(
+            &nl.routes(up).await.unwrap(),
+            "10.45.0.0/16",
+            ROUTE_PROTOCOL
+        ));
+    });
 }

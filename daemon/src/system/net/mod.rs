@@ -9,6 +9,22 @@
 //!   kernel replace matches on prefix and metric only and would silently overwrite them, so such
 //!   a prefix is left to its owner and reported ([`RouteSyncReport::foreign`]). After a crash,
 //!   a sync with the new desired set sweeps our leftovers by the same rule.
+//! - **Reading only our interface.** A route sync never dumps the routing table (a router may
+//!   hold a million routes): it asks the kernel for the main-table routes that leave through
+//!   our interface (a dump filtered by table and `RTA_OIF`, any protocol; the kernel still walks
+//!   its table but sends only those), which holds ours and every other owner's route *on our
+//!   interface*. A desired prefix that another route uses
+//!   through our interface, at any metric, is foreign. Another interface's route to that prefix
+//!   is found without reading it: a route we do not have yet is created exclusively
+//!   (`NLM_F_CREATE | NLM_F_EXCL`), and the kernel refuses with `EEXIST` when any route to that
+//!   prefix at that metric exists; `NLM_F_REPLACE` is only sent for a route at our metric that
+//!   the dump shows is ours. For IPv6 the exclusive flag matters twice: without it, a gateway
+//!   route to a prefix another owner routes at the same metric would join that route as a
+//!   multipath sibling and take part of its traffic. A route to the same prefix at another
+//!   metric on another interface is not seen and coexists with ours (the kernel prefers the
+//!   lower metric). A multipath route with a leg on our interface is never ours: our leg of
+//!   such a route (an IPv6 operator can append a sibling to our gateway route) is neither
+//!   replaced (an IPv6 replace would drop the other legs) nor deleted.
 //! - **Idempotency.** Syncing twice writes nothing the second time; adding an address that exists
 //!   or deleting a route or link that is already gone is success. The decisions are pure
 //!   functions ([`plan_route_sync`], [`plan_address_sync`]) tested with tables; [`Netlink`] only
@@ -97,7 +113,8 @@ pub enum NetError {
         gateway: IpAddr,
     },
     /// A single route was not installed because another owner already routes that exact prefix
-    /// in the main table (an operator's route is never overwritten).
+    /// through this interface, or at the same metric through another one (an operator's route
+    /// is never overwritten).
     #[error(
         "not installing route {route} on interface #{ifindex}: the main table already has a \
          route to that prefix from another owner"

@@ -16,7 +16,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkWireguard, RouteMessageBuilder};
 
-use super::plan::{DesiredRoute, InstalledRoute, plan_address_sync, plan_route_sync};
+use super::plan::{DesiredRoute, InstalledRoute, RoutePlan, plan_address_sync, plan_route_sync};
 use super::{NetError, ROUTE_PROTOCOL};
 
 /// What [`Netlink::sync_routes`] changed.
@@ -28,9 +28,13 @@ pub struct RouteSyncReport {
     pub removed: Vec<InstalledRoute>,
     /// Desired routes that were already installed exactly.
     pub unchanged: usize,
-    /// Desired routes not installed because another owner routes that prefix (see
-    /// [`super::plan_route_sync`]).
+    /// Desired routes not installed because another owner routes that prefix, sorted: through
+    /// our interface at any metric (seen in the dump, see [`super::plan_route_sync`]), or at
+    /// the same metric through another interface (the kernel refused the exclusive create).
     pub foreign: Vec<DesiredRoute>,
+    /// Route messages the kernel sent for this sync (both families): the routes that use our
+    /// interface, never the rest of the routing table.
+    pub routes_read: usize,
 }
 
 /// What [`Netlink::sync_addresses`] changed.
@@ -305,69 +309,92 @@ impl Netlink {
 
     // ---- routes --------------------------------------------------------------------------
 
-    /// Every route of the main table, IPv4 and IPv6, any interface and protocol.
-    pub async fn main_table_routes(&self) -> Result<Vec<InstalledRoute>, NetError> {
-        let table = u32::from(RouteHeader::RT_TABLE_MAIN);
-        // With strict checking the kernel filters the dump by table; protocol and type are left
-        // unspecified (= all). The builder's defaults (protocol static, type unicast) would
-        // otherwise filter too.
-        let queries = [
-            RouteMessageBuilder::<Ipv4Addr>::new()
-                .table_id(table)
-                .protocol(RouteProtocol::Unspec)
-                .kind(RouteType::Unspec)
-                .build(),
-            RouteMessageBuilder::<Ipv6Addr>::new()
-                .table_id(table)
-                .protocol(RouteProtocol::Unspec)
-                .kind(RouteType::Unspec)
-                .build(),
-        ];
-        let mut routes = Vec::new();
-        for query in queries {
-            let messages: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(query)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(failure("list", "routes of the main table".to_owned()))?;
-            // Filter again in userspace: a kernel without strict checking ignores the request.
-            routes.extend(messages.iter().filter_map(installed_route));
-        }
-        Ok(routes)
-    }
-
-    /// The main-table routes leaving through the interface, any protocol, IPv4 and IPv6.
+    /// The main-table routes that use the interface (any protocol), IPv4 and IPv6, read with a
+    /// dump the kernel filters by table and output interface, so the size of the rest of the
+    /// table does not matter. A multipath route with a leg on the interface is included with
+    /// `oif: None`.
     pub async fn routes(&self, ifindex: u32) -> Result<Vec<InstalledRoute>, NetError> {
-        let mut routes = self.main_table_routes().await?;
-        routes.retain(|r| r.oif == Some(ifindex));
-        Ok(routes)
+        Ok(self
+            .interface_routes(ifindex, &Family::BOTH, None)
+            .await?
+            .routes)
     }
 
-    /// Installs `route` on the interface with [`ROUTE_PROTOCOL`], replacing our previous route
-    /// for that destination (idempotent). Refuses with [`NetError::ForeignRoute`] when another
-    /// owner already routes that exact prefix in the main table.
+    /// Reads the main-table routes of `families` that use `ifindex`, of protocol `protocol`
+    /// (`None`: any), with one kernel-filtered dump per family (see [`route_dump_query`]).
+    async fn interface_routes(
+        &self,
+        ifindex: u32,
+        families: &[Family],
+        protocol: Option<u8>,
+    ) -> Result<InterfaceRoutes, NetError> {
+        let mut found = InterfaceRoutes::default();
+        for &family in families {
+            let query = route_dump_query(family, ifindex, protocol);
+            let mut messages = pin!(self.handle.route().get(query).execute());
+            loop {
+                let message = match messages.try_next().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let target = format!("{family} routes of interface #{ifindex}");
+                        return Err(failure("list", target)(e));
+                    }
+                };
+                found.read += 1;
+                // Filter again in userspace: a kernel without strict checking ignores the
+                // filter and sends the whole table (slow, but still correct).
+                if !uses_interface(&message, ifindex)
+                    || protocol.is_some_and(|p| u8::from(message.header.protocol) != p)
+                {
+                    continue;
+                }
+                found.routes.extend(installed_route(&message));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Installs `route` on the interface with [`ROUTE_PROTOCOL`], or updates our route for that
+    /// destination in place (idempotent). Refuses with [`NetError::ForeignRoute`] when another
+    /// owner routes that exact prefix through this interface, or at the same metric through any
+    /// other (the exclusive create is refused with `EEXIST`). Reads only this interface's
+    /// routes of the route's family.
     pub async fn replace_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<(), NetError> {
-        let current = self.main_table_routes().await?;
-        if current
-            .iter()
-            .any(|r| r.destination == route.destination() && !r.is_ours(ifindex, ROUTE_PROTOCOL))
-        {
+        let family = Family::of(route.destination());
+        let mut current = self.interface_routes(ifindex, &[family], None).await?;
+        current
+            .routes
+            .retain(|r| r.destination == route.destination());
+        let plan = plan_route_sync(
+            ifindex,
+            &current.routes,
+            std::slice::from_ref(route),
+            ROUTE_PROTOCOL,
+        );
+        let mut report = RouteSyncReport::default();
+        let applied = self.apply_route_plan(ifindex, plan, &mut report).await;
+        if let Some(e) = applied.failed.into_iter().next() {
+            return Err(e);
+        }
+        if !report.foreign.is_empty() {
             return Err(NetError::ForeignRoute {
                 route: route.to_string(),
                 ifindex,
             });
         }
-        self.put_route(ifindex, route).await
+        Ok(())
     }
 
     /// Deletes our routes (protocol [`ROUTE_PROTOCOL`] on this interface) to `destination`
-    /// (canonicalised). None there is success; other owners' routes are never touched.
+    /// (canonicalised). None there is success; other owners' routes are never touched. Reads
+    /// only our routes on this interface, of the destination's family.
     pub async fn delete_route(&self, ifindex: u32, destination: IpNet) -> Result<(), NetError> {
         let destination = destination.trunc();
-        for route in self.routes(ifindex).await? {
+        let ours = self
+            .interface_routes(ifindex, &[Family::of(destination)], Some(ROUTE_PROTOCOL))
+            .await?;
+        for route in ours.routes {
             if route.destination == destination && route.is_ours(ifindex, ROUTE_PROTOCOL) {
                 self.remove_route(ifindex, &route).await?;
             }
@@ -376,36 +403,25 @@ impl Netlink {
     }
 
     /// Makes our routes on the interface equal to `desired` (see [`super::plan_route_sync`] for
-    /// the rules, notably that other owners' routes always win). Failed changes do not stop the
+    /// the rules, notably that other owners' routes always win). Reads only the routes that use
+    /// this interface ([`RouteSyncReport::routes_read`]); a desired prefix that another
+    /// interface holds at the same metric is found by the kernel refusing the exclusive create,
+    /// reported in [`RouteSyncReport::foreign`] and tried again on the next pass (one refused
+    /// request per such prefix and pass, logged at debug). Failed changes do not stop the
     /// others; they are returned together as [`NetError::Incomplete`].
     pub async fn sync_routes(
         &self,
         ifindex: u32,
         desired: &[DesiredRoute],
     ) -> Result<RouteSyncReport, NetError> {
-        let current = self.main_table_routes().await?;
-        let plan = plan_route_sync(ifindex, &current, desired, ROUTE_PROTOCOL);
-        let attempted = plan.replace.len() + plan.delete.len();
+        let current = self.interface_routes(ifindex, &Family::BOTH, None).await?;
+        let plan = plan_route_sync(ifindex, &current.routes, desired, ROUTE_PROTOCOL);
         let mut report = RouteSyncReport {
-            unchanged: plan.unchanged.len(),
-            foreign: plan.foreign,
+            routes_read: current.read,
             ..RouteSyncReport::default()
         };
-        let mut failed = Vec::new();
-        // Replace first: a stale duplicate deleted below never leaves the prefix unrouted.
-        for route in plan.replace {
-            match self.put_route(ifindex, &route).await {
-                Ok(()) => report.replaced.push(route),
-                Err(e) => failed.push(e),
-            }
-        }
-        for route in plan.delete {
-            match self.remove_route(ifindex, &route).await {
-                Ok(()) => report.removed.push(route),
-                Err(e) => failed.push(e),
-            }
-        }
-        if attempted > 0 {
+        let Applied { attempted, failed } = self.apply_route_plan(ifindex, plan, &mut report).await;
+        if !report.replaced.is_empty() || !report.removed.is_empty() || !failed.is_empty() {
             tracing::info!(
                 ifindex,
                 replaced = report.replaced.len(),
@@ -430,38 +446,72 @@ impl Netlink {
         }
     }
 
-    /// `ip route replace DEST [via GW] dev IF proto 87 [metric M]` without any safety check.
+    /// Applies `plan`, recording in `report` what was done (`replaced`, `removed`, `unchanged`,
+    /// `foreign`, the latter sorted). Adds and replaces come first, so deleting a stale
+    /// duplicate never leaves a prefix unrouted.
+    async fn apply_route_plan(
+        &self,
+        ifindex: u32,
+        plan: RoutePlan,
+        report: &mut RouteSyncReport,
+    ) -> Applied {
+        let attempted = plan.add.len() + plan.replace.len() + plan.delete.len();
+        report.unchanged = plan.unchanged.len();
+        report.foreign = plan.foreign;
+        let mut failed = Vec::new();
+        for route in plan.add {
+            match self.create_route(ifindex, &route).await {
+                Ok(Created::Yes) => report.replaced.push(route),
+                Ok(Created::Taken) => report.foreign.push(route),
+                Err(e) => failed.push(e),
+            }
+        }
+        for route in plan.replace {
+            match self.put_route(ifindex, &route).await {
+                Ok(()) => report.replaced.push(route),
+                Err(e) => failed.push(e),
+            }
+        }
+        for route in plan.delete {
+            match self.remove_route(ifindex, &route).await {
+                Ok(()) => report.removed.push(route),
+                Err(e) => failed.push(e),
+            }
+        }
+        report.foreign.sort();
+        Applied { attempted, failed }
+    }
+
+    /// `ip route add DEST [via GW] dev IF proto 87 [metric M]`: create exclusively
+    /// (`NLM_F_CREATE | NLM_F_EXCL`). `EEXIST` means a route to that prefix at that metric
+    /// already exists (on any interface, any protocol), which is left alone: for IPv6 the
+    /// exclusive flag is what keeps a gateway route from joining another owner's route as a
+    /// multipath sibling (a create without it does exactly that).
+    async fn create_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<Created, NetError> {
+        let msg = route_message(ifindex, route);
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(Created::Yes),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                tracing::debug!(
+                    ifindex,
+                    route = %route,
+                    "another route to that prefix at the same metric exists; not installed"
+                );
+                Ok(Created::Taken)
+            }
+            Err(e) => Err(failure(
+                "add",
+                format!("route {route} on interface #{ifindex}"),
+            )(e)),
+        }
+    }
+
+    /// `ip route replace DEST [via GW] dev IF proto 87 [metric M]`, only for a destination whose
+    /// route at that metric is ours. The kernel replaces the *first* route at that prefix and
+    /// metric; ours is first, because nobody else's could exist before our exclusive create and
+    /// an appended route goes behind it.
     async fn put_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<(), NetError> {
-        let protocol = RouteProtocol::from(ROUTE_PROTOCOL);
-        let scope = RouteScope::from(route.scope());
-        let msg = match (route.destination(), route.gateway()) {
-            (IpNet::V4(dst), gateway) => {
-                let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(dst.network(), dst.prefix_len())
-                    .output_interface(ifindex)
-                    .protocol(protocol)
-                    .scope(scope);
-                if let Some(IpAddr::V4(gw)) = gateway {
-                    b = b.gateway(gw);
-                }
-                if route.metric() != 0 {
-                    b = b.priority(route.metric());
-                }
-                b.build()
-            }
-            (IpNet::V6(dst), gateway) => {
-                let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
-                    .destination_prefix(dst.network(), dst.prefix_len())
-                    .output_interface(ifindex)
-                    .protocol(protocol)
-                    .scope(scope)
-                    .priority(route.metric());
-                if let Some(IpAddr::V6(gw)) = gateway {
-                    b = b.gateway(gw);
-                }
-                b.build()
-            }
-        };
+        let msg = route_message(ifindex, route);
         self.handle
             .route()
             .add(msg)
@@ -512,6 +562,131 @@ impl Netlink {
             format!("route {route} on interface #{ifindex}"),
         ))
     }
+}
+
+/// An address family of the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    const BOTH: [Self; 2] = [Self::V4, Self::V6];
+
+    fn of(net: IpNet) -> Self {
+        match net {
+            IpNet::V4(_) => Self::V4,
+            IpNet::V6(_) => Self::V6,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        })
+    }
+}
+
+/// What a kernel-filtered route dump returned.
+#[derive(Debug, Default)]
+struct InterfaceRoutes {
+    /// The routes that passed the userspace re-filter.
+    routes: Vec<InstalledRoute>,
+    /// Route messages the kernel sent, before that re-filter.
+    read: usize,
+}
+
+/// The outcome of [`Netlink::apply_route_plan`] besides the report.
+struct Applied {
+    /// Changes tried (refused exclusive creates included).
+    attempted: usize,
+    /// One error per failed change.
+    failed: Vec<NetError>,
+}
+
+/// The outcome of an exclusive create.
+enum Created {
+    /// The route is installed.
+    Yes,
+    /// Another route holds that prefix and metric (`EEXIST`); nothing changed.
+    Taken,
+}
+
+/// The dump request for the main-table routes of `family` that leave through `ifindex`, of
+/// `protocol` (`None`: any).
+///
+/// The socket has `NETLINK_GET_STRICT_CHK`, so the kernel (`ip_valid_fib_dump_req`, used by the
+/// IPv4 and IPv6 dumps) filters by `rtm_table`, `rtm_protocol` and `rtm_type` when they are
+/// non-zero and by the `RTA_OIF` attribute (a route matches when any of its next hops uses the
+/// device). It still walks its whole table, but only matching routes are encoded, copied to
+/// us and parsed. `rtm_type` is left unspecified (all types) and so is the protocol unless
+/// asked for: the builder's defaults (unicast, static) would filter too.
+fn route_dump_query(family: Family, ifindex: u32, protocol: Option<u8>) -> RouteMessage {
+    let table = u32::from(RouteHeader::RT_TABLE_MAIN);
+    let protocol = protocol.map_or(RouteProtocol::Unspec, RouteProtocol::from);
+    match family {
+        Family::V4 => RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .protocol(protocol)
+            .kind(RouteType::Unspec)
+            .output_interface(ifindex)
+            .build(),
+        Family::V6 => RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(table)
+            .protocol(protocol)
+            .kind(RouteType::Unspec)
+            .output_interface(ifindex)
+            .build(),
+    }
+}
+
+/// The message for our route `route` on `ifindex` (protocol [`ROUTE_PROTOCOL`], our metric and
+/// scope), for a create or a replace.
+fn route_message(ifindex: u32, route: &DesiredRoute) -> RouteMessage {
+    let protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    let scope = RouteScope::from(route.scope());
+    match (route.destination(), route.gateway()) {
+        (IpNet::V4(dst), gateway) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .output_interface(ifindex)
+                .protocol(protocol)
+                .scope(scope);
+            if let Some(IpAddr::V4(gw)) = gateway {
+                b = b.gateway(gw);
+            }
+            if route.metric() != 0 {
+                b = b.priority(route.metric());
+            }
+            b.build()
+        }
+        (IpNet::V6(dst), gateway) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst.network(), dst.prefix_len())
+                .output_interface(ifindex)
+                .protocol(protocol)
+                .scope(scope)
+                .priority(route.metric());
+            if let Some(IpAddr::V6(gw)) = gateway {
+                b = b.gateway(gw);
+            }
+            b.build()
+        }
+    }
+}
+
+/// Whether the route leaves through `ifindex`: its output interface, or one of its multipath
+/// next hops (the same test as the kernel's dump filter).
+fn uses_interface(msg: &RouteMessage, ifindex: u32) -> bool {
+    msg.attributes.iter().any(|attr| match attr {
+        RouteAttribute::Oif(oif) => *oif == ifindex,
+        RouteAttribute::MultiPath(hops) => hops.iter().any(|h| h.interface_index == ifindex),
+        _ => false,
+    })
 }
 
 fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {

@@ -114,7 +114,8 @@ pub struct InstalledRoute {
 }
 
 impl InstalledRoute {
-    /// Whether this route belongs to the daemon on `ifindex`: protocol `proto` on that interface.
+    /// Whether this route belongs to the daemon on `ifindex`: protocol `proto` on that interface
+    /// (a multipath route never is, even with a leg on it: its other legs may be an operator's).
     pub fn is_ours(&self, ifindex: u32, proto: u8) -> bool {
         self.protocol == proto && self.oif == Some(ifindex)
     }
@@ -136,43 +137,55 @@ impl std::fmt::Display for InstalledRoute {
 /// What [`plan_route_sync`] decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutePlan {
-    /// Routes to install or update in place (`NLM_F_REPLACE`).
+    /// Routes we do not have yet, to be created *exclusively* (`NLM_F_CREATE | NLM_F_EXCL`, never
+    /// `NLM_F_REPLACE`): the kernel refuses with `EEXIST` when any route to that prefix at that
+    /// metric exists, on any interface, which is how a foreign route elsewhere is detected
+    /// without reading the table.
+    pub add: Vec<DesiredRoute>,
+    /// Our routes to update in place (`NLM_F_REPLACE`): ours exists at the desired metric but
+    /// differs (gateway, scope).
     pub replace: Vec<DesiredRoute>,
     /// Our routes to delete (always protocol ours on our interface).
     pub delete: Vec<InstalledRoute>,
     /// Desired routes already installed exactly.
     pub unchanged: Vec<DesiredRoute>,
-    /// Desired routes whose destination someone else already routes in the main table; left
-    /// alone (neither installed nor replaced) so an operator's route is never overwritten.
+    /// Desired routes whose destination another owner already routes through our interface;
+    /// left alone (neither installed nor replaced) so an operator's route is never overwritten.
     pub foreign: Vec<DesiredRoute>,
 }
 
 impl RoutePlan {
     /// Whether applying the plan writes nothing.
     pub fn is_noop(&self) -> bool {
-        self.replace.is_empty() && self.delete.is_empty()
+        self.add.is_empty() && self.replace.is_empty() && self.delete.is_empty()
     }
 }
 
 /// Decides how to make the daemon's routes on `ifindex` equal to `desired`.
 ///
-/// `current` is the whole main table (both families, every interface and protocol), because a
-/// kernel replace matches on prefix and metric only and would overwrite another owner's route.
+/// `on_interface` is the part of the main table that matters here, as a kernel dump filtered by
+/// output interface returns it: every route that leaves through `ifindex`, any protocol (ours,
+/// the operator's, the kernel's connected routes, multipath routes with a leg on it). The rest
+/// of the table is not needed: whether another interface holds a desired prefix is answered by
+/// the kernel when the route is created exclusively (see [`RoutePlan::add`]).
+///
 /// Rules:
 /// - a route is *ours* when its protocol is `proto` and its output interface is `ifindex`; only
 ///   ours are ever deleted or replaced;
 /// - a desired destination already installed exactly (gateway, metric, scope) is unchanged;
-/// - a desired destination that any other route in the main table has (an operator's static or
-///   boot route, the kernel's connected route, another interface) is left to that route and
-///   reported in [`RoutePlan::foreign`]; exact prefix only, longer or shorter prefixes coexist;
-/// - otherwise it is replaced (installed, or updated in place when the gateway changed);
+/// - a desired destination that any other route in `on_interface` has (an operator's static or
+///   boot route on our interface at any metric, the kernel's connected route, a multipath
+///   route) is left to that route and reported in [`RoutePlan::foreign`]; exact prefix only,
+///   longer or shorter prefixes coexist;
+/// - ours at the desired metric but different (gateway, scope) is replaced in place;
+/// - otherwise it is added exclusively; the caller reports an `EEXIST` as foreign too;
 /// - ours whose destination is not desired, and stale duplicates of ours (another metric,
 ///   or a wrong route shadowed by a foreign one) are deleted.
 ///
 /// Desired routes with the same destination collapse to the first one.
 pub fn plan_route_sync(
     ifindex: u32,
-    current: &[InstalledRoute],
+    on_interface: &[InstalledRoute],
     desired: &[DesiredRoute],
     proto: u8,
 ) -> RoutePlan {
@@ -187,11 +200,11 @@ pub fn plan_route_sync(
 
     let mut plan = RoutePlan::default();
     for d in wanted.values() {
-        let ours: Vec<&InstalledRoute> = current
+        let ours: Vec<&InstalledRoute> = on_interface
             .iter()
             .filter(|r| r.destination == d.destination && r.is_ours(ifindex, proto))
             .collect();
-        let foreign = current
+        let foreign = on_interface
             .iter()
             .any(|r| r.destination == d.destination && !r.is_ours(ifindex, proto));
         if let Some(keep) = ours.iter().find(|r| d.is_satisfied_by(r)) {
@@ -202,14 +215,18 @@ pub fn plan_route_sync(
             plan.foreign.push(*d);
             plan.delete.extend(ours.iter().copied());
         } else {
-            plan.replace.push(*d);
+            if ours.iter().any(|r| r.metric == d.metric()) {
+                plan.replace.push(*d);
+            } else {
+                plan.add.push(*d);
+            }
             // The route at our metric is updated in place; others of ours are stale.
             plan.delete
                 .extend(ours.iter().filter(|r| r.metric != d.metric()).copied());
         }
     }
     plan.delete.extend(
-        current
+        on_interface
             .iter()
             .filter(|r| r.is_ours(ifindex, proto) && !wanted.contains_key(&r.destination)),
     );
@@ -316,12 +333,19 @@ mod tests {
         assert_eq!(dev("fd01::/64").metric(), METRIC_V6);
     }
 
+    fn multipath(mut r: InstalledRoute) -> InstalledRoute {
+        r.oif = None;
+        r.gateway = None;
+        r
+    }
+
     #[test]
     fn route_plan_table() {
         struct Case {
             name: &'static str,
-            current: Vec<InstalledRoute>,
+            on_interface: Vec<InstalledRoute>,
             desired: Vec<DesiredRoute>,
+            add: Vec<DesiredRoute>,
             replace: Vec<DesiredRoute>,
             delete: Vec<InstalledRoute>,
             unchanged: Vec<DesiredRoute>,
@@ -330,26 +354,29 @@ mod tests {
         let cases = vec![
             Case {
                 name: "empty",
-                current: vec![],
+                on_interface: vec![],
                 desired: vec![],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![],
             },
             Case {
-                name: "desired missing is added, v4 and v6",
-                current: vec![],
+                name: "desired missing is added exclusively, v4 and v6",
+                on_interface: vec![],
                 desired: vec![dev("10.1.0.0/16"), via("fd01::/64", "fd00::1")],
-                replace: vec![dev("10.1.0.0/16"), via("fd01::/64", "fd00::1")],
+                add: vec![dev("10.1.0.0/16"), via("fd01::/64", "fd00::1")],
+                replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![],
             },
             Case {
                 name: "already installed is unchanged (non-canonical desired)",
-                current: vec![installed(dev("10.1.0.0/16")), installed(dev("fd01::/64"))],
+                on_interface: vec![installed(dev("10.1.0.0/16")), installed(dev("fd01::/64"))],
                 desired: vec![dev("10.1.9.9/16"), dev("fd01::5/64")],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![dev("10.1.0.0/16"), dev("fd01::/64")],
@@ -357,21 +384,24 @@ mod tests {
             },
             Case {
                 name: "ours not desired is deleted, v4 and v6",
-                current: vec![installed(dev("10.2.0.0/16")), installed(dev("fd02::/64"))],
+                on_interface: vec![installed(dev("10.2.0.0/16")), installed(dev("fd02::/64"))],
                 desired: vec![],
+                add: vec![],
                 replace: vec![],
                 delete: vec![installed(dev("10.2.0.0/16")), installed(dev("fd02::/64"))],
                 unchanged: vec![],
                 foreign: vec![],
             },
             Case {
-                name: "foreign routes on the interface survive (boot, static, kernel)",
-                current: vec![
+                name: "foreign routes on the interface survive (boot, static, kernel, gateway)",
+                on_interface: vec![
                     with_proto(installed(dev("10.3.0.0/16")), BOOT),
                     with_proto(installed(dev("fd03::/64")), STATIC),
                     with_proto(installed(dev("10.78.0.0/16")), KERNEL),
+                    with_proto(installed(via("10.33.0.0/16", "10.78.0.1")), STATIC),
                 ],
                 desired: vec![],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
@@ -379,8 +409,9 @@ mod tests {
             },
             Case {
                 name: "our protocol on another interface is not ours",
-                current: vec![on(installed(dev("10.4.0.0/16")), IF + 1)],
+                on_interface: vec![on(installed(dev("10.4.0.0/16")), IF + 1)],
                 desired: vec![],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
@@ -388,19 +419,20 @@ mod tests {
             },
             Case {
                 name: "foreign route with a desired prefix wins and is not replaced",
-                current: vec![
+                on_interface: vec![
                     with_proto(installed(dev("10.5.0.0/16")), STATIC),
                     on(with_proto(installed(dev("fd05::/64")), BOOT), IF + 1),
                 ],
                 desired: vec![dev("10.5.0.0/16"), dev("fd05::/64")],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![dev("10.5.0.0/16"), dev("fd05::/64")],
             },
             Case {
-                name: "foreign prefix wins over our wrong route, which is removed",
-                current: vec![
+                name: "foreign prefix at another metric wins over our wrong route, which is removed",
+                on_interface: vec![
                     installed(via("10.6.0.0/16", "10.78.0.1")),
                     InstalledRoute {
                         metric: 100,
@@ -408,14 +440,44 @@ mod tests {
                     },
                 ],
                 desired: vec![dev("10.6.0.0/16")],
+                add: vec![],
                 replace: vec![],
                 delete: vec![installed(via("10.6.0.0/16", "10.78.0.1"))],
                 unchanged: vec![],
                 foreign: vec![dev("10.6.0.0/16")],
             },
             Case {
+                name: "the kernel's connected route blocks the same prefix",
+                on_interface: vec![InstalledRoute {
+                    metric: 256,
+                    ..with_proto(installed(dev("fd00:78::/64")), KERNEL)
+                }],
+                desired: vec![dev("fd00:78::/64")],
+                add: vec![],
+                replace: vec![],
+                delete: vec![],
+                unchanged: vec![],
+                foreign: vec![dev("fd00:78::/64")],
+            },
+            Case {
+                name: "a multipath route through the interface is never ours and blocks its prefix",
+                on_interface: vec![
+                    multipath(installed(via("fd09::/64", "fd00::1"))),
+                    multipath(with_proto(
+                        installed(via("10.9.0.0/16", "10.78.0.1")),
+                        STATIC,
+                    )),
+                ],
+                desired: vec![via("fd09::/64", "fd00::1")],
+                add: vec![],
+                replace: vec![],
+                delete: vec![],
+                unchanged: vec![],
+                foreign: vec![via("fd09::/64", "fd00::1")],
+            },
+            Case {
                 name: "ours exact is kept even when a foreign one exists too",
-                current: vec![
+                on_interface: vec![
                     installed(dev("fd06::/64")),
                     InstalledRoute {
                         metric: 256,
@@ -423,18 +485,20 @@ mod tests {
                     },
                 ],
                 desired: vec![dev("fd06::/64")],
+                add: vec![],
                 replace: vec![],
                 delete: vec![],
                 unchanged: vec![dev("fd06::/64")],
                 foreign: vec![],
             },
             Case {
-                name: "gateway change is a replace, v4 and v6",
-                current: vec![
+                name: "gateway change of ours is a replace in place, v4 and v6",
+                on_interface: vec![
                     installed(via("10.7.0.0/16", "10.78.0.1")),
                     installed(via("fd07::/64", "fd00::1")),
                 ],
                 desired: vec![via("10.7.0.0/16", "10.78.0.2"), dev("fd07::/64")],
+                add: vec![],
                 replace: vec![via("10.7.0.0/16", "10.78.0.2"), dev("fd07::/64")],
                 delete: vec![],
                 unchanged: vec![],
@@ -442,24 +506,26 @@ mod tests {
             },
             Case {
                 name: "v4 device route with the wrong scope is replaced",
-                current: vec![InstalledRoute {
+                on_interface: vec![InstalledRoute {
                     scope: SCOPE_UNIVERSE,
                     ..installed(dev("10.8.0.0/16"))
                 }],
                 desired: vec![dev("10.8.0.0/16")],
+                add: vec![],
                 replace: vec![dev("10.8.0.0/16")],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![],
             },
             Case {
-                name: "ours at a stale metric is deleted after the replace",
-                current: vec![InstalledRoute {
+                name: "ours only at a stale metric: add at ours, delete the stale one",
+                on_interface: vec![InstalledRoute {
                     metric: 50,
                     ..installed(dev("10.9.0.0/16"))
                 }],
                 desired: vec![dev("10.9.0.0/16")],
-                replace: vec![dev("10.9.0.0/16")],
+                add: vec![dev("10.9.0.0/16")],
+                replace: vec![],
                 delete: vec![InstalledRoute {
                     metric: 50,
                     ..installed(dev("10.9.0.0/16"))
@@ -468,34 +534,56 @@ mod tests {
                 foreign: vec![],
             },
             Case {
+                name: "ours wrong at our metric plus a stale metric: replace, delete the stale",
+                on_interface: vec![
+                    installed(via("fd0a::/64", "fd00::1")),
+                    InstalledRoute {
+                        metric: 50,
+                        ..installed(dev("fd0a::/64"))
+                    },
+                ],
+                desired: vec![via("fd0a::/64", "fd00::2")],
+                add: vec![],
+                replace: vec![via("fd0a::/64", "fd00::2")],
+                delete: vec![InstalledRoute {
+                    metric: 50,
+                    ..installed(dev("fd0a::/64"))
+                }],
+                unchanged: vec![],
+                foreign: vec![],
+            },
+            Case {
                 name: "duplicate desired destinations collapse to the first",
-                current: vec![],
+                on_interface: vec![],
                 desired: vec![
                     via("10.10.0.0/16", "10.78.0.1"),
                     via("10.10.1.1/16", "10.78.0.2"),
                 ],
-                replace: vec![via("10.10.0.0/16", "10.78.0.1")],
+                add: vec![via("10.10.0.0/16", "10.78.0.1")],
+                replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![],
             },
             Case {
                 name: "longer and shorter foreign prefixes do not block ours",
-                current: vec![
+                on_interface: vec![
                     with_proto(installed(dev("10.0.0.0/8")), STATIC),
                     with_proto(installed(dev("10.11.1.0/24")), BOOT),
                 ],
                 desired: vec![dev("10.11.0.0/16")],
-                replace: vec![dev("10.11.0.0/16")],
+                add: vec![dev("10.11.0.0/16")],
+                replace: vec![],
                 delete: vec![],
                 unchanged: vec![],
                 foreign: vec![],
             },
         ];
         for c in cases {
-            let plan = plan_route_sync(IF, &c.current, &c.desired, OURS);
+            let plan = plan_route_sync(IF, &c.on_interface, &c.desired, OURS);
             let mut delete = c.delete.clone();
             delete.sort();
+            assert_eq!(plan.add, c.add, "{}: add", c.name);
             assert_eq!(plan.replace, c.replace, "{}: replace", c.name);
             assert_eq!(plan.delete, delete, "{}: delete", c.name);
             assert_eq!(plan.unchanged, c.unchanged, "{}: unchanged", c.name);
@@ -503,12 +591,23 @@ mod tests {
             for r in &plan.delete {
                 assert!(r.is_ours(IF, OURS), "{}: deletes foreign {r}", c.name);
             }
+            for d in &plan.replace {
+                assert!(
+                    c.on_interface
+                        .iter()
+                        .any(|r| r.destination == d.destination()
+                            && r.metric == d.metric()
+                            && r.is_ours(IF, OURS)),
+                    "{}: replaces {d}, which is not ours at that metric",
+                    c.name
+                );
+            }
         }
     }
 
     #[test]
     fn applying_a_route_plan_converges() {
-        let current = vec![
+        let on_interface = vec![
             installed(dev("10.2.0.0/16")),
             installed(via("10.7.0.0/16", "10.78.0.1")),
             with_proto(installed(dev("10.3.0.0/16")), BOOT),
@@ -518,13 +617,23 @@ mod tests {
             via("10.7.0.0/16", "10.78.0.9"),
             dev("fd01::/64"),
         ];
-        let plan = plan_route_sync(IF, &current, &desired, OURS);
-        // Simulate the kernel: replace keys on (destination, metric), delete removes exactly.
-        let mut after: Vec<InstalledRoute> = current
+        let plan = plan_route_sync(IF, &on_interface, &desired, OURS);
+        // Simulate the kernel: add and replace key on (destination, metric), delete removes
+        // exactly; an exclusive add never meets an existing route here.
+        let mut after: Vec<InstalledRoute> = on_interface
             .iter()
             .filter(|r| !plan.delete.contains(r))
             .copied()
             .collect();
+        for d in &plan.add {
+            assert!(
+                !after
+                    .iter()
+                    .any(|r| r.destination == d.destination() && r.metric == d.metric()),
+                "exclusive add of {d} would fail"
+            );
+            after.push(installed(*d));
+        }
         for d in &plan.replace {
             after.retain(|r| !(r.destination == d.destination() && r.metric == d.metric()));
             after.push(installed(*d));
