@@ -909,20 +909,33 @@ fn foreign_route_on_another_interface_wins_until_removed_v4_and_v6() {
                 None,
             ),
             operator_route("fd51::/64", None, up, RouteProtocol::Boot, None),
+            // At another metric than ours (0 / 1024): the exclusive create alone would let our
+            // route in beside them, and ours would win.
+            operator_route("172.20.0.0/16", None, up, RouteProtocol::Static, Some(100)),
+            operator_route("fd52::/64", None, up, RouteProtocol::Static, Some(2048)),
         ];
         add_all(&raw, operator.clone()).await;
 
         let gw6: IpAddr = "fd00:78::1".parse().unwrap();
+        // In the order reports list them (sorted).
         let contested = vec![
+            DesiredRoute::device(net("172.20.0.0/16")),
             DesiredRoute::device(net("192.168.50.0/24")),
             DesiredRoute::via(net("fd50::/64"), gw6).unwrap(),
             DesiredRoute::device(net("fd51::/64")),
+            DesiredRoute::device(net("fd52::/64")),
         ];
         let mut desired = contested.clone();
         desired.push(DesiredRoute::device(net("10.1.0.0/16")));
 
         let check_left_alone = || async {
-            for dst in ["192.168.50.0/24", "fd50::/64", "fd51::/64"] {
+            for dst in [
+                "192.168.50.0/24",
+                "fd50::/64",
+                "fd51::/64",
+                "172.20.0.0/16",
+                "fd52::/64",
+            ] {
                 let found = routes_to(&nl, &[index, up], dst).await;
                 assert_eq!(found.len(), 1, "{dst}: {found:?}");
                 // On the uplink only, single path (no multipath sibling through us).
@@ -946,7 +959,7 @@ fn foreign_route_on_another_interface_wins_until_removed_v4_and_v6() {
             check_left_alone().await;
         }
         // The single-route call refuses as well.
-        let err = nl.replace_route(index, &contested[1]).await.unwrap_err();
+        let err = nl.replace_route(index, &contested[2]).await.unwrap_err();
         assert!(matches!(err, NetError::ForeignRoute { .. }), "{err}");
         check_left_alone().await;
 
@@ -958,7 +971,13 @@ fn foreign_route_on_another_interface_wins_until_removed_v4_and_v6() {
         assert!(report.foreign.is_empty(), "{report:?}");
         assert_eq!(report.replaced, contested, "{report:?}");
         let on_ours = nl.routes(index).await.unwrap();
-        for dst in ["192.168.50.0/24", "fd50::/64", "fd51::/64"] {
+        for dst in [
+            "192.168.50.0/24",
+            "fd50::/64",
+            "fd51::/64",
+            "172.20.0.0/16",
+            "fd52::/64",
+        ] {
             assert_eq!(ours_to(&on_ours, index, dst), 1, "{dst}: {on_ours:?}");
         }
 

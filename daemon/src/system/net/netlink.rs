@@ -11,8 +11,8 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-    RouteVia,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType, RouteVia,
 };
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, LinkWireguard, RouteMessageBuilder};
 
@@ -488,6 +488,18 @@ impl Netlink {
     /// exclusive flag is what keeps a gateway route from joining another owner's route as a
     /// multipath sibling (a create without it does exactly that).
     async fn create_route(&self, ifindex: u32, route: &DesiredRoute) -> Result<Created, NetError> {
+        if let Some(other) = self
+            .exact_route_elsewhere(ifindex, route.destination())
+            .await
+        {
+            tracing::debug!(
+                ifindex,
+                route = %route,
+                other = %other,
+                "another owner routes exactly that prefix; not installed"
+            );
+            return Ok(Created::Taken);
+        }
         let msg = route_message(ifindex, route);
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(Created::Yes),
@@ -504,6 +516,26 @@ impl Netlink {
                 format!("route {route} on interface #{ifindex}"),
             )(e)),
         }
+    }
+
+    /// The route the kernel would use for `prefix` itself (`ip route get fibmatch`), when it is
+    /// another owner's route to exactly that prefix. One lookup, no dump: it finds an operator's
+    /// route at *any* metric on any interface, which the exclusive create alone (same metric only)
+    /// would miss — without it our metric-0 route would silently win over theirs. A failed lookup
+    /// (no route at all: `ENETUNREACH`) means nobody holds the prefix.
+    async fn exact_route_elsewhere(&self, ifindex: u32, prefix: IpNet) -> Option<InstalledRoute> {
+        let found: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(fib_match_query(prefix))
+            .execute()
+            .try_collect()
+            .await
+            .ok()?;
+        found
+            .iter()
+            .filter_map(looked_up_route)
+            .find(|r| r.destination == prefix.trunc() && !r.is_ours(ifindex, ROUTE_PROTOCOL))
     }
 
     /// `ip route replace DEST [via GW] dev IF proto 87 [metric M]`, only for a destination whose
@@ -720,6 +752,33 @@ fn route_address(addr: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
         _ => None,
     }
+}
+
+/// A route lookup of `prefix`'s first address that answers with the matching FIB entry
+/// (`RTM_F_FIB_MATCH`) instead of a computed next hop. Strict checking wants a full-length
+/// destination and a header that is zero otherwise (no table, protocol, scope or type).
+fn fib_match_query(prefix: IpNet) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    let (family, len, address) = match prefix.network() {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = len;
+    msg.header.flags = RouteFlags::FibMatch;
+    msg.attributes.push(RouteAttribute::Destination(address));
+    msg
+}
+
+/// The FIB entry a lookup answered with, from any table (a policy-routing table that claims the
+/// prefix is another owner too).
+fn looked_up_route(msg: &RouteMessage) -> Option<InstalledRoute> {
+    let mut any_table = msg.clone();
+    any_table
+        .attributes
+        .retain(|a| !matches!(a, RouteAttribute::Table(_)));
+    any_table.header.table = RouteHeader::RT_TABLE_MAIN;
+    installed_route(&any_table)
 }
 
 /// A main-table route as a plain value; `None` for other tables and unparsable messages.
