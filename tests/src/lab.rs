@@ -7,7 +7,10 @@
 //! `192.168.<100 + lan>.<host number>/24`. Host numbers count from 1 in the order the hosts
 //! first appear in the builder, so a host has the same last octet on every LAN it is on.
 //! Each host also has `lo` up and a route `224.0.0.0/4 dev eth0`, so LAN multicast discovery
-//! works on its first leg; the bridges have multicast snooping off (they flood multicast).
+//! works on its first leg even for software that joins through the routing table; the bridges
+//! have multicast snooping off (they flood multicast). [`LabBuilder::subnet_routes_only`] leaves
+//! that route out, so a host's only routes are the /24s of its legs (like a host with no
+//! default route).
 //!
 //! Nothing is added to the root namespace: no interface, no address, no route. Hosts have no
 //! default route and IPv4 forwarding is off in every host, so hosts on different LANs cannot
@@ -306,6 +309,8 @@ fn tail(text: &str, lines: usize) -> &str {
 pub struct LabBuilder {
     test_name: String,
     lans: Vec<Vec<String>>,
+    /// Whether hosts get `224.0.0.0/4 dev eth0` (the default).
+    multicast_route: bool,
 }
 
 impl LabBuilder {
@@ -315,6 +320,14 @@ impl LabBuilder {
     pub fn lan<S: AsRef<str>>(mut self, hosts: &[S]) -> Self {
         self.lans
             .push(hosts.iter().map(|h| h.as_ref().to_owned()).collect());
+        self
+    }
+
+    /// Gives hosts no multicast route: their only routes are the /24 of each leg (no default,
+    /// no `224.0.0.0/4`), so anything that picks an interface through the routing table finds
+    /// none. Without this, every host gets `224.0.0.0/4 dev eth0`.
+    pub fn subnet_routes_only(mut self) -> Self {
+        self.multicast_route = false;
         self
     }
 
@@ -459,7 +472,9 @@ impl LabBuilder {
                 "switching off IPv4 forwarding in {ns} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
-            ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+            if self.multicast_route {
+                ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"])?;
+            }
             let socket = host_dir.join("wgmeshd.sock");
             ensure!(
                 socket.as_os_str().len() < 100,
@@ -538,6 +553,7 @@ impl Lab {
         LabBuilder {
             test_name: test_name.to_owned(),
             lans: Vec::new(),
+            multicast_route: true,
         }
     }
 

@@ -228,10 +228,16 @@ impl Node {
                 group: self.lan_group,
                 local: self.local.subscribe(),
                 store: self.store.clone(),
+                interfaces: interfaces.clone(),
+                wg_ifindex: self.ifindex,
+                layer: layer.clone(),
             };
             sup.spawn_restarting("lan-discovery", Some(layer), move |ctx| {
                 let lan = lan.clone();
-                async move { lan.run(ctx.cancel).await.map_err(TaskError::from) }
+                async move {
+                    lan.run(ctx.cancel).await;
+                    Ok(())
+                }
             });
         } else {
             sup.registry().layer("lan", LayerState::Off);
