@@ -106,8 +106,9 @@ pub struct JoinArgs {
     #[arg(long)]
     no_lan_discovery: bool,
     /// Serve as an introducer: forward traffic between peers that cannot reach each other
-    /// directly (turns on IP forwarding and, where a firewall would drop it, accepts forwarding
-    /// on the mesh interface; both restored at exit) and announce it.
+    /// directly, and announce it. Turns IPv4 and IPv6 forwarding on and, where an nftables or
+    /// iptables forward chain would drop that traffic, inserts an accept rule for the mesh
+    /// interface (comment wgmesh:IFACE); both are undone at exit.
     #[arg(long)]
     introducer: bool,
 }

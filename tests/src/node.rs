@@ -1,5 +1,7 @@
 //! Client side of `wgmesh-labnode serve`: one JSON command per line in, one JSON answer out.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -76,6 +78,30 @@ impl LabNode {
             .ok_or_else(|| anyhow!("no peers array"))?;
         Ok(peers.iter().find(|p| p["public_key"] == key).cloned())
     }
+}
+
+/// Sends one LAN ANNOUNCE, sealed with the secret in `secret_file`, from `host` to `dest` for a
+/// node with `public_key`, `mesh_ip` and WireGuard port `wg_port` (`wgmesh-labnode announce`):
+/// how a labnode playing a Go peer gets into a daemon's peer store.
+pub fn announce(
+    host: &Host,
+    secret_file: &Path,
+    public_key: &str,
+    mesh_ip: Ipv4Addr,
+    wg_port: u16,
+    dest: SocketAddr,
+) -> anyhow::Result<()> {
+    host.command(crate::binary("wgmesh-labnode"))
+        .arg("announce")
+        .arg(secret_file)
+        .args([
+            public_key.to_owned(),
+            mesh_ip.to_string(),
+            wg_port.to_string(),
+            dest.to_string(),
+        ])
+        .output_ok()
+        .map(drop)
 }
 
 /// A deterministic test key pair number `n` (never used outside lab namespaces).

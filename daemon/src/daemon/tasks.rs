@@ -28,7 +28,9 @@ use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
 use crate::status::{self, Inputs, NodeFacts};
 use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
-use crate::system::net::{HostInterfaces, INTERFACE_REFRESH, Netlink, PROC_SYS, enable_forwarding};
+use crate::system::net::{
+    HostInterfaces, INTERFACE_REFRESH, Netlink, PROC_SYS, allow_forwarding, enable_forwarding,
+};
 use crate::system::wg::{AnyWireGuard, WireGuard};
 
 /// How often peers that went silent are swept out of the store.
@@ -146,7 +148,8 @@ impl Node {
     }
 
     /// Gives the interface its mesh addresses, MTU and up state; on an introducer, turns IP
-    /// forwarding on (restored by `teardown`).
+    /// forwarding on and opens a firewall that would drop forwarded mesh traffic (both undone
+    /// by `teardown`).
     ///
     /// # Errors
     ///
@@ -173,6 +176,16 @@ impl Node {
             let previous = enable_forwarding(Path::new(PROC_SYS))
                 .context("an introducer forwards traffic between its peers")?;
             teardown.restore_forwarding_later(previous);
+            let firewall = allow_forwarding(iface)
+                .await
+                .context("an introducer must let its firewall forward between its peers")?;
+            tracing::info!(
+                iface,
+                forwarding = %previous.enable_summary(),
+                firewall = %firewall,
+                "introducer: forwarding between peers of the mesh interface"
+            );
+            teardown.remove_firewall_rules_later(firewall);
         }
         tracing::info!(
             iface,

@@ -1,6 +1,6 @@
 //! What the daemon changed on the host and must undo on every exit path it controls: the
-//! WireGuard device (with its peers and our routes, which go with the link) and the forwarding
-//! switches of an introducer.
+//! WireGuard device (with its peers and our routes, which go with the link), and the forwarding
+//! switches and firewall accept rules of an introducer.
 //!
 //! [`Teardown::run`] is idempotent and bounded by the caller. It never depends on the tasks having
 //! stopped: a kernel link is deleted by name even when a stuck task still holds the device, and
@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::system::net::{ForwardingState, Netlink, PROC_SYS, restore_forwarding};
+use crate::system::net::{FirewallGuard, ForwardingState, Netlink, PROC_SYS, restore_forwarding};
 use crate::system::wg::AnyWireGuard;
 
 /// One change to undo.
@@ -17,6 +17,8 @@ use crate::system::wg::AnyWireGuard;
 enum Undo {
     /// IP forwarding was switched on; put the previous values back.
     Forwarding(ForwardingState),
+    /// Firewall accept rules were added (or none were needed); delete ours.
+    Firewall(FirewallGuard),
 }
 
 /// Everything to remove or restore when the daemon stops.
@@ -48,6 +50,11 @@ impl Teardown {
         self.undo.push(Undo::Forwarding(previous));
     }
 
+    /// Remembers the firewall rules to delete.
+    pub fn remove_firewall_rules_later(&mut self, guard: FirewallGuard) {
+        self.undo.push(Undo::Firewall(guard));
+    }
+
     /// Undoes everything, newest first, then removes the device. Failures are logged; each step
     /// runs once.
     pub async fn run(&mut self) {
@@ -61,6 +68,16 @@ impl Teardown {
                             "IP forwarding restored"
                         ),
                         Err(e) => tracing::error!(error = %e, "cannot restore IP forwarding"),
+                    }
+                }
+                Undo::Firewall(guard) if guard.is_empty() => {}
+                Undo::Firewall(guard) => {
+                    let (iface, rules) = (guard.iface().to_owned(), guard.rules());
+                    match guard.remove().await {
+                        Ok(()) => tracing::info!(iface, ?rules, "firewall accept rules removed"),
+                        Err(e) => {
+                            tracing::error!(iface, error = %e, "cannot remove firewall accept rules")
+                        }
                     }
                 }
             }

@@ -13,6 +13,10 @@
 //!
 //! Answers are `{"ok":true,…}` or `{"ok":false,"error":"…"}`. The traffic helpers
 //! `tcp-echo`/`tcp-check`/`udp-echo`/`udp-check` move and verify bytes between hosts.
+//!
+//! `wgmesh-labnode announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST` sends one LAN ANNOUNCE
+//! sealed with the mesh key (as a Go peer's LAN discovery does) as a UDP datagram to `DEST`, so a
+//! daemon learns a labnode as a peer; the daemon's LAN socket takes unicast as well.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -47,8 +51,18 @@ fn main() -> ExitCode {
             Some("tcp-check") => tcp_check(arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?).await,
             Some("udp-echo") => udp_echo(arg(&args, 1)?).await,
             Some("udp-check") => udp_check(arg(&args, 1)?, arg(&args, 2)?).await,
+            Some("announce") => {
+                announce(
+                    arg(&args, 1)?,
+                    arg(&args, 2)?,
+                    arg(&args, 3)?,
+                    arg(&args, 4)?,
+                    arg(&args, 5)?,
+                )
+                .await
+            }
             _ => bail!(
-                "usage: wgmesh-labnode serve | tcp-echo ADDR | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS"
+                "usage: wgmesh-labnode serve | tcp-echo ADDR | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST"
             ),
         }
     });
@@ -399,4 +413,47 @@ async fn udp_check(addr: SocketAddr, timeout_ms: u64) -> anyhow::Result<()> {
         }
     }
     bail!("no UDP echo from {addr} within {timeout_ms} ms")
+}
+
+/// Sends one sealed LAN ANNOUNCE for a node with `pubkey`, `mesh_ip` and WireGuard port
+/// `wg_port` to `dest`.
+async fn announce(
+    secret_file: std::path::PathBuf,
+    pubkey: String,
+    mesh_ip: std::net::Ipv4Addr,
+    wg_port: u16,
+    dest: SocketAddr,
+) -> anyhow::Result<()> {
+    use wgmeshd::crypto::{DerivedKeys, Envelope, MessageType};
+    use wgmeshd::wire::{PROTOCOL, PeerAnnouncement};
+
+    let secret = wgmeshd::config::resolve_secret(None, Some(&secret_file), |_| None)?;
+    let keys = DerivedKeys::derive(&secret);
+    let ann = PeerAnnouncement {
+        protocol: PROTOCOL.to_owned(),
+        wg_pubkey: pubkey,
+        hostname: "wgmesh-labnode".to_owned(),
+        mesh_ip: mesh_ip.to_string(),
+        wg_endpoint: format!("0.0.0.0:{wg_port}"),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)?
+            .as_secs()
+            .try_into()?,
+        ..PeerAnnouncement::default()
+    };
+    ann.validate()?;
+    let datagram = Envelope::new(&keys.gossip_key)
+        .seal(MessageType::Announce, &ann)
+        .map_err(|e| anyhow!("cannot seal the announcement: {e}"))?;
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.send_to(&datagram, dest)
+        .await
+        .with_context(|| format!("sending the announcement to {dest}"))?;
+    Ok(())
 }

@@ -1,5 +1,5 @@
-//! Links, addresses and routes of the mesh interface, through rtnetlink only (never `ip`), and
-//! the IP forwarding sysctls.
+//! Links, addresses and routes of the mesh interface, through rtnetlink only (never `ip`), the
+//! IP forwarding sysctls, and the firewall accept rule of an introducer ([`firewall`]).
 //!
 //! Why it looks the way it does:
 //! - **Ownership by protocol number.** Every route the daemon installs carries
@@ -37,6 +37,7 @@
 //! The netlink socket lives in the network namespace of the thread that called
 //! [`Netlink::connect`].
 
+pub mod firewall;
 mod ifaces;
 mod netlink;
 mod plan;
@@ -48,6 +49,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use firewall::{FirewallGuard, allow_forwarding};
 pub use ifaces::{HostInterface, HostInterfaces, REFRESH as INTERFACE_REFRESH, local_networks};
 pub use netlink::{AddressSyncReport, Netlink, RouteSyncReport};
 pub use plan::{
@@ -63,7 +65,8 @@ pub use sysctl::{
 /// routes this daemon owns. Nothing else is ever removed.
 pub const ROUTE_PROTOCOL: u8 = 87;
 
-/// A failure of a netlink request or a sysctl access, naming what was involved.
+/// A failure of a netlink request, a sysctl access or a firewall command, naming what was
+/// involved.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// The rtnetlink socket could not be opened.
@@ -160,6 +163,41 @@ pub enum NetError {
         /// What it held.
         value: String,
     },
+    /// A firewall program could not be started (or waited for).
+    #[error("cannot run `{command}`: {source}")]
+    CommandSpawn {
+        /// The command line (and its input, if any).
+        command: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A firewall program did not finish in time (it was killed).
+    #[error("`{command}` did not finish within {seconds} s")]
+    CommandTimeout {
+        /// The command line (and its input, if any).
+        command: String,
+        /// The time limit.
+        seconds: u64,
+    },
+    /// A firewall program exited with an error.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    CommandFailed {
+        /// The command line (and its input, if any).
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A firewall program's output could not be understood.
+    #[error("cannot understand the output of `{command}`: {reason}")]
+    CommandOutput {
+        /// The command line.
+        command: String,
+        /// What was wrong with it.
+        reason: String,
+    },
 }
 
 impl NetError {
@@ -169,7 +207,8 @@ impl NetError {
             Self::Connect { source }
             | Self::WireGuardUnsupported { source, .. }
             | Self::Netlink { source, .. }
-            | Self::Sysctl { source, .. } => source.raw_os_error(),
+            | Self::Sysctl { source, .. }
+            | Self::CommandSpawn { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

@@ -3,8 +3,26 @@
 //! Only a node that relays for others or routes networks needs forwarding; callers decide and
 //! keep the [`ForwardingState`] returned by [`enable_forwarding`] to put the previous values back
 //! with [`restore_forwarding`] on shutdown. `/proc/sys/net` shows the network namespace of the
-//! calling thread. Enabling IPv6 forwarding also makes the kernel ignore router advertisements on
-//! interfaces with `accept_ra=1`.
+//! calling thread.
+//!
+//! Why these two global switches and no per-interface ones:
+//! - **IPv4**: the kernel forwards a packet when its *incoming* interface has
+//!   `net.ipv4.conf.<iface>.forwarding` on. Writing `net.ipv4.ip_forward` (the same switch as
+//!   `conf.all.forwarding`) copies the value to every interface and to `conf.default`, which
+//!   interfaces created later start from, so with `ip_forward` on the mesh interface forwards
+//!   whether it was created before or after. (Only an operator who switched
+//!   `conf.default.forwarding` off *after* turning `ip_forward` on gets a mesh interface that
+//!   does not forward; that setting is theirs.) Restoring `ip_forward=0` likewise switches every
+//!   interface off again.
+//! - **IPv6**: the kernel forwards only while `net.ipv6.conf.all.forwarding` is on; the
+//!   per-interface value does not enable forwarding. Writing it also sets every interface's value,
+//!   which makes them routers: interfaces with `accept_ra=1` then ignore router advertisements, so
+//!   a host that gets its IPv6 default route or addresses by SLAAC loses them when they expire
+//!   (`accept_ra=2` keeps them). [`enable_forwarding`] names those interfaces in a warning when it
+//!   turns IPv6 forwarding on.
+//!
+//! Writing a switch that is already at the wanted value is skipped, so a host that forwards
+//! already sees no write at all, neither at start nor at exit.
 
 use std::fs;
 use std::io::{self, Write};
@@ -18,6 +36,8 @@ pub const PROC_SYS: &str = "/proc/sys";
 pub const IPV4_FORWARDING: &str = "net/ipv4/ip_forward";
 /// IPv6 forwarding on all interfaces, relative to [`PROC_SYS`].
 pub const IPV6_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+/// The per-interface IPv6 settings, relative to [`PROC_SYS`].
+const IPV6_CONF: &str = "net/ipv6/conf";
 
 /// The forwarding switches at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +46,24 @@ pub struct ForwardingState {
     pub ipv4: bool,
     /// `net.ipv6.conf.all.forwarding`; `None` when the kernel has IPv6 disabled (no such file).
     pub ipv6: Option<bool>,
+}
+
+impl ForwardingState {
+    /// What [`enable_forwarding`] did, when `self` is the state it returned, for the log:
+    /// e.g. `IPv4 switched on, IPv6 was already on`.
+    pub fn enable_summary(&self) -> String {
+        let v4 = if self.ipv4 {
+            "IPv4 was already on"
+        } else {
+            "IPv4 switched on"
+        };
+        let v6 = match self.ipv6 {
+            Some(true) => "IPv6 was already on",
+            Some(false) => "IPv6 switched on",
+            None => "IPv6 disabled in the kernel",
+        };
+        format!("{v4}, {v6}")
+    }
 }
 
 /// Reads both forwarding switches under `proc_sys` (normally [`PROC_SYS`]).
@@ -45,13 +83,40 @@ pub fn enable_forwarding(proc_sys: &Path) -> Result<ForwardingState, NetError> {
     }
     if previous.ipv6 == Some(false) {
         write_switch(&proc_sys.join(IPV6_FORWARDING), true)?;
+        let ignoring = accepting_router_advertisements(proc_sys);
+        if !ignoring.is_empty() {
+            tracing::warn!(
+                interfaces = ?ignoring,
+                "IPv6 forwarding is on: these interfaces (accept_ra=1) now ignore router \
+                 advertisements; set accept_ra=2 on the ones that need them"
+            );
+        }
     }
-    tracing::info!(
+    tracing::debug!(
         previous_ipv4 = previous.ipv4,
         previous_ipv6 = ?previous.ipv6,
         "IP forwarding enabled"
     );
     Ok(previous)
+}
+
+/// Interfaces whose `accept_ra` is 1 (honoured only while not forwarding), sorted; `all`,
+/// `default` and `lo` are left out. Unreadable entries are skipped: this only feeds a warning.
+fn accepting_router_advertisements(proc_sys: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(proc_sys.join(IPV6_CONF)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !matches!(n.as_str(), "all" | "default" | "lo"))
+        .filter(|n| {
+            fs::read_to_string(proc_sys.join(IPV6_CONF).join(n).join("accept_ra"))
+                .is_ok_and(|v| v.trim() == "1")
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// Puts the switches back to `previous` (as returned by [`enable_forwarding`]). Switches already
@@ -158,6 +223,57 @@ mod tests {
         assert_eq!(prev.ipv6, None);
         assert!(!dir.path().join(IPV6_FORWARDING).exists());
         restore_forwarding(dir.path(), prev).unwrap();
+    }
+
+    #[test]
+    fn router_advertisement_listeners_are_found() {
+        let dir = fake_proc("0\n", Some("0\n"));
+        for (iface, accept_ra) in [
+            ("eth0", "1\n"),
+            ("eth1", "2\n"),
+            ("eth2", "0\n"),
+            ("lo", "1\n"),
+            ("default", "1\n"),
+            ("wg0", "1\n"),
+        ] {
+            let d = dir.path().join(IPV6_CONF).join(iface);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("accept_ra"), accept_ra).unwrap();
+        }
+        assert_eq!(accepting_router_advertisements(dir.path()), ["eth0", "wg0"]);
+        assert!(accepting_router_advertisements(Path::new("/nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn enable_summary_says_what_changed() {
+        for (name, state, want) in [
+            (
+                "both switched",
+                ForwardingState {
+                    ipv4: false,
+                    ipv6: Some(false),
+                },
+                "IPv4 switched on, IPv6 switched on",
+            ),
+            (
+                "both already on",
+                ForwardingState {
+                    ipv4: true,
+                    ipv6: Some(true),
+                },
+                "IPv4 was already on, IPv6 was already on",
+            ),
+            (
+                "no IPv6",
+                ForwardingState {
+                    ipv4: false,
+                    ipv6: None,
+                },
+                "IPv4 switched on, IPv6 disabled in the kernel",
+            ),
+        ] {
+            assert_eq!(state.enable_summary(), want, "{name}");
+        }
     }
 
     #[test]
