@@ -6,6 +6,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 use wgmeshd::keys::{PrivateKey, PublicKey};
 
+use crate::Exe;
 use crate::lab::{Host, PipedProcess};
 
 /// How long one command may take before the test fails (1000-peer applies included).
@@ -19,12 +20,14 @@ pub struct LabNode {
 }
 
 impl LabNode {
-    /// Starts `wgmesh-labnode serve` in `host`.
-    pub fn start(host: &Host) -> anyhow::Result<Self> {
-        let bin = crate::binary("wgmesh-labnode");
-        let process = host
-            .command(&bin)
-            .arg("serve")
+    /// Starts `serve` of the multi-call program `exe` in `host`.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be started.
+    pub fn start(exe: &Exe, host: &Host) -> anyhow::Result<Self> {
+        let process = exe
+            .in_host(host, "serve")
             .env("RUST_LOG", "warn")
             .spawn_piped()
             .with_context(|| format!("start labnode in {}", host.name()))?;
