@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 use wgmeshd::keys::{PrivateKey, PublicKey};
 
+use crate::Exe;
 use crate::lab::{Host, PipedProcess};
 
 /// How long one command may take before the test fails (1000-peer applies included).
@@ -21,12 +22,14 @@ pub struct LabNode {
 }
 
 impl LabNode {
-    /// Starts `wgmesh-labnode serve` in `host`.
-    pub fn start(host: &Host) -> anyhow::Result<Self> {
-        let bin = crate::binary("wgmesh-labnode");
-        let process = host
-            .command(&bin)
-            .arg("serve")
+    /// Starts `serve` of the multi-call program `exe` in `host`.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be started.
+    pub fn start(exe: &Exe, host: &Host) -> anyhow::Result<Self> {
+        let process = exe
+            .in_host(host, "serve")
             .env("RUST_LOG", "warn")
             .spawn_piped()
             .with_context(|| format!("start labnode in {}", host.name()))?;
@@ -84,6 +87,7 @@ impl LabNode {
 /// node with `public_key`, `mesh_ip` and WireGuard port `wg_port` (`wgmesh-labnode announce`):
 /// how a labnode playing a Go peer gets into a daemon's peer store.
 pub fn announce(
+    exe: &crate::Exe,
     host: &Host,
     secret_file: &Path,
     public_key: &str,
@@ -91,8 +95,7 @@ pub fn announce(
     wg_port: u16,
     dest: SocketAddr,
 ) -> anyhow::Result<()> {
-    host.command(crate::binary("wgmesh-labnode"))
-        .arg("announce")
+    exe.in_host(host, "announce")
         .arg(secret_file)
         .args([
             public_key.to_owned(),

@@ -1,9 +1,10 @@
 //! The daemon and the CLI agree: the identity `wgmeshd` creates has exactly the mesh addresses
 //! `wgmeshctl secret mesh-ip` computes for its public key, with and without a custom subnet.
+//! Both run through the multi-call program of this build.
 
 use std::process::Command;
 
-use wgmesh_tests::binary;
+use wgmesh_tests::labnode_exe;
 
 fn json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
@@ -17,22 +18,19 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 
 #[test]
 fn daemon_identity_matches_cli_derivation() {
+    let exe = labnode_exe!();
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
-    let secret = Command::new(binary("wgmeshctl"))
-        .args(["secret", "new"])
-        .output()
-        .unwrap();
-    std::fs::write(&secret_file, &secret.stdout).unwrap();
+    wgmesh_tests::daemon::write_secret(&exe, &secret_file).unwrap();
     for subnet in [None, Some("10.250.0.0/20")] {
         let state = dir.path().join(format!("state-{}", subnet.is_some()));
-        let mut daemon = Command::new(binary("wgmeshd"));
+        let mut daemon = exe.wgmeshd();
         daemon
             .args(["identity", "--json", "--secret-file"])
             .arg(&secret_file)
             .arg("--state-dir")
             .arg(&state);
-        let mut ctl = Command::new(binary("wgmeshctl"));
+        let mut ctl = exe.wgmeshctl();
         ctl.args(["secret", "mesh-ip", "--json", "--secret-file"])
             .arg(&secret_file);
         if let Some(s) = subnet {

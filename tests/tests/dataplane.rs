@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use wgmesh_tests::lab::{self, Host, Lab};
 use wgmesh_tests::node::{LabNode, keypair};
+use wgmesh_tests::{Exe, labnode_exe};
 
 const PSK: &str = "LUOvekj3HqR1sGXDZQL0CcXHiik8aFRf3SmMlswA7FY=";
 const WG_PORT: u16 = 51820;
@@ -38,7 +39,7 @@ impl Mesh {
         let mut nodes = Vec::new();
         let mut keys = Vec::new();
         for host in lab.hosts() {
-            let mut node = LabNode::start(host).unwrap();
+            let mut node = LabNode::start(&exe(), host).unwrap();
             let up = node
                 .up(WG_PORT, &[&format!("{}/16", mesh_ip(host))])
                 .unwrap();
@@ -73,15 +74,14 @@ impl Mesh {
     }
 }
 
-fn labnode_bin() -> String {
-    wgmesh_tests::binary("wgmesh-labnode")
-        .to_string_lossy()
-        .into_owned()
+/// The multi-call program of this build (`serve`, `tcp-echo`, `tcp-check`, …).
+fn exe() -> Exe {
+    labnode_exe!()
 }
 
 fn start_echo(host: &Host, kind: &str, port: u16) {
     let addr = format!("{}:{port}", mesh_ip(host));
-    let p = host.spawn(&labnode_bin(), &[kind, &addr], &[]).unwrap();
+    let p = exe().in_host(host, kind).arg(&addr).spawn().unwrap();
     assert!(
         lab::wait_until(Duration::from_secs(5), || p.stdout().contains("listening")),
         "{kind} on {} did not start: {}",
@@ -92,10 +92,9 @@ fn start_echo(host: &Host, kind: &str, port: u16) {
 
 /// Runs `tcp-check` from `from` to `to`'s echo server; returns the JSON it prints.
 fn tcp_check(from: &Host, to: &Host, bytes: usize) -> Result<Value, String> {
-    let out = from
-        .command(labnode_bin())
+    let out = exe()
+        .in_host(from, "tcp-check")
         .args([
-            "tcp-check",
             &format!("{}:7000", mesh_ip(to)),
             &bytes.to_string(),
             "10000",
@@ -109,8 +108,9 @@ fn tcp_check(from: &Host, to: &Host, bytes: usize) -> Result<Value, String> {
 }
 
 fn udp_ok(from: &Host, to: &Host) -> bool {
-    from.command(labnode_bin())
-        .args(["udp-check", &format!("{}:7001", mesh_ip(to)), "3000"])
+    exe()
+        .in_host(from, "udp-check")
+        .args([&format!("{}:7001", mesh_ip(to)), "3000"])
         .output_timeout(Duration::from_secs(10))
         .is_ok_and(|o| o.status.success())
 }
@@ -378,10 +378,9 @@ fn modifying_a_live_peer_keeps_its_session_and_traffic() {
     let before = mesh.nodes[0].peer(&mesh.keys[1].1).unwrap().unwrap();
     // A 16 MiB echo runs while A changes B's keepalive, endpoint (same address, re-sent),
     // allowed IPs (one more network) and PSK presence, each applied to the live peer.
-    let bulk = a
-        .command(labnode_bin())
+    let bulk = exe()
+        .in_host(&a, "tcp-check")
         .args([
-            "tcp-check",
             &format!("{}:7000", mesh_ip(&b)),
             &(16usize << 20).to_string(),
             "30000",
@@ -438,8 +437,8 @@ fn routes_reach_a_network_behind_a_peer_and_foreign_routes_survive() {
         lab.host("b").clone(),
         lab.host("c").clone(),
     );
-    let mut na = LabNode::start(&a).unwrap();
-    let mut nb = LabNode::start(&b).unwrap();
+    let mut na = LabNode::start(&exe(), &a).unwrap();
+    let mut nb = LabNode::start(&exe(), &b).unwrap();
     na.up(WG_PORT, &["10.77.0.1/16"]).unwrap();
     nb.up(WG_PORT, &["10.77.0.2/16"]).unwrap();
     let (ka, kb) = (keypair(1), keypair(2));
@@ -502,11 +501,11 @@ fn auto_backend_picks_kernel_or_falls_back_to_userspace_and_says_why() {
         return;
     }
     let lab = Lab::one_lan("dpauto", &["a", "b"]).unwrap();
-    let mut auto = LabNode::start(lab.host("a")).unwrap();
+    let mut auto = LabNode::start(&exe(), lab.host("a")).unwrap();
     let up = auto
         .call(json!({"cmd": "up", "iface": "wg0", "backend": "auto", "listen_port": WG_PORT, "addresses": ["10.77.0.1/16"]}))
         .unwrap();
-    let mut kernel = LabNode::start(lab.host("b")).unwrap();
+    let mut kernel = LabNode::start(&exe(), lab.host("b")).unwrap();
     let forced = kernel.call(json!({"cmd": "up", "iface": "wg0", "backend": "kernel", "listen_port": WG_PORT, "addresses": []}));
     if std::path::Path::new("/sys/module/wireguard").exists() {
         assert_eq!(up["backend"], "kernel");

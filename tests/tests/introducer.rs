@@ -52,7 +52,8 @@ enum Firewall {
 // daemon helpers (as in tests/mesh.rs)
 
 fn write_secret(lab: &Lab) -> PathBuf {
-    let out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
+    let out = wgmesh_tests::labnode_exe!()
+        .wgmeshctl()
         .args(["secret", "new"])
         .output()
         .unwrap();
@@ -63,9 +64,9 @@ fn write_secret(lab: &Lab) -> PathBuf {
 }
 
 fn start_daemon(host: &Host, secret: &Path, introducer: bool, path: Option<&str>) -> LabProcess {
-    let bin = wgmesh_tests::binary("wgmeshd");
-    let mut cmd = host
-        .command(bin)
+    let exe = wgmesh_tests::labnode_exe!();
+    let mut cmd = exe
+        .in_host(host, "wgmeshd")
         .args([
             "--log-level",
             "debug",
@@ -136,7 +137,8 @@ fn wait_up(host: &Host, daemon: &LabProcess) -> DaemonInfo {
 }
 
 fn labnode() -> String {
-    wgmesh_tests::binary("wgmesh-labnode")
+    wgmesh_tests::labnode_exe!()
+        .path()
         .to_string_lossy()
         .into_owned()
 }
@@ -194,7 +196,7 @@ fn go_peer(
 ) -> GoPeer {
     let (private, key, mesh_ip) = mesh.identity(n);
     let prefix = legacy_subnet(&mesh.keys).prefix_len();
-    let mut node = LabNode::start(host).unwrap();
+    let mut node = LabNode::start(&wgmesh_tests::labnode_exe!(), host).unwrap();
     node.up(PEER_PORT, &[&format!("{mesh_ip}/{prefix}")])
         .unwrap();
     node.apply(json!({
@@ -225,6 +227,7 @@ fn introduce(host: &Host, mesh: &Mesh, peer: &GoPeer, b: &Host, dest: Ipv4Addr) 
     };
     let listed = lab::wait_until(Duration::from_secs(20), || {
         node::announce(
+            &wgmesh_tests::labnode_exe!(),
             host,
             &mesh.secret_file,
             &peer.key,

@@ -16,7 +16,8 @@ use wgmesh_tests::lab::{self, Host, Lab, LabProcess};
 // daemon helpers (local copies of those in mesh.rs)
 
 fn write_secret(lab: &Lab, name: &str) -> PathBuf {
-    let out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
+    let out = wgmesh_tests::labnode_exe!()
+        .wgmeshctl()
         .args(["secret", "new"])
         .output()
         .unwrap();
@@ -27,8 +28,8 @@ fn write_secret(lab: &Lab, name: &str) -> PathBuf {
 }
 
 fn start_daemon(host: &Host, secret: &Path) -> LabProcess {
-    let bin = wgmesh_tests::binary("wgmeshd");
-    host.command(bin)
+    wgmesh_tests::labnode_exe!()
+        .in_host(host, "wgmeshd")
         .args([
             "--log-level",
             "debug",

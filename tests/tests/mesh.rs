@@ -2,153 +2,48 @@
 //! discovery), survive a member's clean stop and restart, and ignore a node with another secret.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use wgmesh_tests::api::get_json;
-use wgmesh_tests::lab::{self, Host, Lab, LabProcess};
+use anyhow::Context as _;
+use wgmesh_tests::daemon::{self, Daemon};
+use wgmesh_tests::lab::{self, Host, Lab};
+use wgmesh_tests::labnode_exe;
 
-fn write_secret(lab: &Lab, name: &str) -> PathBuf {
-    let out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
-        .args(["secret", "new"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let path = lab.dir().join(name);
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
-}
+/// How long a daemon may take to serve its API after start.
+const API_UP: Duration = Duration::from_secs(20);
+/// How long a mesh may take to form (every pair handshaked).
+const MESH_UP: Duration = Duration::from_secs(60);
 
-fn start_daemon(host: &Host, secret: &std::path::Path) -> LabProcess {
-    let bin = wgmesh_tests::binary("wgmeshd");
-    host.command(bin)
-        .args([
-            "--log-level",
-            "debug",
-            "join",
-            "--wg-backend",
-            "userspace",
-            "--secret-file",
-        ])
-        .arg(secret)
-        .arg("--state-dir")
-        .arg(host.state_dir())
-        .arg("--socket")
-        .arg(host.socket_path())
-        .spawn()
-        .unwrap()
-}
+// Failures panic (`unwrap`) rather than return `Err`: the lab prints every daemon's log when it is
+// dropped during a panic.
 
-fn status(host: &Host) -> Option<Value> {
-    get_json(&host.socket_path(), "/v1/status").ok()
-}
-
-fn peers(host: &Host) -> Vec<Value> {
-    get_json(&host.socket_path(), "/v1/peers")
-        .ok()
-        .and_then(|v| v["peers"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// Whether every host has a recent handshake with every other host.
-fn full_mesh(hosts: &[&Host], keys: &[String]) -> bool {
-    hosts.iter().enumerate().all(|(i, h)| {
-        let ps = peers(h);
-        keys.iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .all(|(_, k)| {
-                ps.iter().any(|p| {
-                    p["public_key"] == k.as_str()
-                        && p["last_handshake_seconds_ago"]
-                            .as_u64()
-                            .is_some_and(|s| s < 30)
-                })
-            })
-    })
-}
-
-/// Starts daemons on `hosts`, waits for their APIs, and returns (public keys, mesh IPs).
-fn wait_up(hosts: &[&Host]) -> (Vec<String>, Vec<String>) {
-    let mut keys = Vec::new();
-    let mut ips = Vec::new();
-    for h in hosts {
-        let mut st = None;
-        assert!(
-            lab::wait_until(Duration::from_secs(20), || {
-                st = status(h);
-                st.is_some()
-            }),
-            "daemon on {} never served its API",
-            h.name()
-        );
-        let st = st.unwrap();
-        keys.push(st["public_key"].as_str().unwrap().to_owned());
-        ips.push(st["mesh_ip"].as_str().unwrap().to_owned());
-    }
-    (keys, ips)
-}
-
-fn labnode() -> String {
-    wgmesh_tests::binary("wgmesh-labnode")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn tcp_every_pair(hosts: &[&Host], ips: &[String]) {
-    for (h, ip) in hosts.iter().zip(ips) {
-        let p = h
-            .spawn(&labnode(), &["tcp-echo", &format!("{ip}:7000")], &[])
-            .unwrap();
-        assert!(
-            lab::wait_until(Duration::from_secs(5), || p.stdout().contains("listening")),
-            "{}",
-            p.logs()
-        );
-    }
-    for (i, from) in hosts.iter().enumerate() {
-        for (j, ip) in ips.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let out = from
-                .command(labnode())
-                .args(["tcp-check", &format!("{ip}:7000"), "65536", "10000"])
-                .output_timeout(Duration::from_secs(15))
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "TCP {} -> {ip}: {}",
-                from.name(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-fn form_mesh(test: &str, n: usize) -> (Lab, Duration) {
+/// A lab of `n` hosts on one LAN, each running a daemon with the same fresh secret, checked to
+/// form a full mesh that carries TCP between every pair.
+fn form_mesh(test: &str, n: usize) -> (Lab, Vec<Daemon>) {
+    let exe = labnode_exe!();
     let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
     let lab = Lab::one_lan(test, &names).unwrap();
-    let secret = write_secret(&lab, "mesh.secret");
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
     let started = Instant::now();
-    for h in lab.hosts() {
-        start_daemon(h, &secret);
+    let daemons: Vec<Daemon> = lab
+        .hosts()
+        .iter()
+        .map(|h| Daemon::start(&exe, h, &secret, &[]).unwrap())
+        .collect();
+    for d in &daemons {
+        d.wait_api(API_UP).unwrap();
     }
     let hosts: Vec<&Host> = lab.hosts().iter().collect();
-    let (keys, ips) = wait_up(&hosts);
-    let formed = lab::wait_until(Duration::from_secs(60), || full_mesh(&hosts, &keys));
-    if !formed {
-        lab.print_logs(40);
-    }
-    assert!(formed, "{n} nodes did not form a full mesh within 60 s");
-    let took = started.elapsed();
+    daemon::wait_full_mesh(&hosts, MESH_UP)
+        .with_context(|| format!("{n} nodes after a simultaneous start"))
+        .unwrap();
     eprintln!(
         "{n} nodes: full mesh (every pair handshaked) {:.2} s after simultaneous start",
-        took.as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
-    tcp_every_pair(&hosts, &ips);
-    (lab, took)
+    daemon::tcp_every_pair(&exe, &hosts).unwrap();
+    (lab, daemons)
 }
 
 #[test]
@@ -156,18 +51,15 @@ fn three_nodes_form_a_mesh_and_survive_a_stop_and_restart() {
     if !lab::require_root() {
         return;
     }
-    let (lab, _) = form_mesh("mesh3", 3);
+    let exe = labnode_exe!();
+    let (lab, daemons) = form_mesh("mesh3", 3);
     let hosts: Vec<&Host> = lab.hosts().iter().collect();
-    let (keys, ips) = wait_up(&hosts);
-
     let (a, b, c) = (hosts[0], hosts[1], hosts[2]);
+    let before = daemons[2].status().unwrap();
+    let ip_b = daemon::mesh_ip(b).unwrap();
 
     // SIGTERM on c: clean exit, its interface is gone, a and b keep talking.
-    let daemon_c = lab
-        .processes()
-        .into_iter()
-        .find(|p| p.host() == c.name() && p.command().contains("wgmeshd"))
-        .unwrap();
+    let daemon_c = daemons[2].process();
     daemon_c.signal(libc::SIGTERM).unwrap();
     let status_c = daemon_c
         .wait_timeout(Duration::from_secs(15))
@@ -186,27 +78,25 @@ fn three_nodes_form_a_mesh_and_survive_a_stop_and_restart() {
         "wg0 still exists on the stopped host"
     );
     assert!(
-        a.wait_reachable(ips[1].parse().unwrap(), Duration::from_secs(5))
-            .unwrap(),
+        a.wait_reachable(ip_b, Duration::from_secs(5)).unwrap(),
         "a lost b after c stopped"
     );
 
     // Restart c with the same state dir: same key and mesh IP, back in the mesh.
     let secret = lab.dir().join("mesh.secret");
-    start_daemon(c, &secret);
-    let (keys2, ips2) = wait_up(&hosts);
+    let again = Daemon::start(&exe, c, &secret, &[])
+        .unwrap()
+        .wait_api(API_UP)
+        .unwrap();
     assert_eq!(
-        (keys2[2].clone(), ips2[2].clone()),
-        (keys[2].clone(), ips[2].clone())
+        (&again.public_key, &again.mesh_ip),
+        (&before.public_key, &before.mesh_ip)
     );
-    assert!(
-        lab::wait_until(Duration::from_secs(60), || full_mesh(&hosts, &keys)),
-        "c did not rejoin"
-    );
-    assert!(
-        b.wait_reachable(ips[2].parse().unwrap(), Duration::from_secs(5))
-            .unwrap()
-    );
+    daemon::wait_full_mesh(&hosts, MESH_UP)
+        .context("c did not rejoin")
+        .unwrap();
+    let ip_c = again.mesh_ip.parse().unwrap();
+    assert!(b.wait_reachable(ip_c, Duration::from_secs(5)).unwrap());
 }
 
 #[test]
@@ -214,32 +104,58 @@ fn a_node_with_another_secret_never_enters_the_peer_stores() {
     if !lab::require_root() {
         return;
     }
+    let exe = labnode_exe!();
     let lab = Lab::one_lan("meshx", &["a", "b", "x"]).unwrap();
-    let good = write_secret(&lab, "good.secret");
-    let other = write_secret(&lab, "other.secret");
+    let (good, other) = (
+        lab.dir().join("good.secret"),
+        lab.dir().join("other.secret"),
+    );
+    daemon::write_secret(&exe, &good).unwrap();
+    daemon::write_secret(&exe, &other).unwrap();
     let (a, b, x) = (lab.host("a"), lab.host("b"), lab.host("x"));
-    start_daemon(a, &good);
-    start_daemon(b, &good);
-    start_daemon(x, &other);
-    let hosts = [a, b];
-    let (keys, _) = wait_up(&hosts);
-    let (xkey, _) = wait_up(&[x]);
-    assert!(lab::wait_until(Duration::from_secs(30), || full_mesh(
-        &hosts, &keys
-    )));
+    let daemons = [
+        Daemon::start(&exe, a, &good, &[]).unwrap(),
+        Daemon::start(&exe, b, &good, &[]).unwrap(),
+        Daemon::start(&exe, x, &other, &[]).unwrap(),
+    ];
+    let keys: Vec<String> = daemons
+        .iter()
+        .map(|d| d.wait_api(API_UP).unwrap().public_key)
+        .collect();
+    daemon::wait_full_mesh(&[a, b], Duration::from_secs(30)).unwrap();
     // Several announce rounds (5 s each) pass with all three multicasting on one LAN.
     std::thread::sleep(Duration::from_secs(11));
-    for h in [a, b] {
-        let seen: BTreeSet<String> = peers(h)
-            .iter()
-            .map(|p| p["public_key"].as_str().unwrap().to_owned())
+    // Each answer must be a real one: a crashed daemon fails here instead of "storing nothing".
+    for (d, mesh_peer) in [(&daemons[0], &keys[1]), (&daemons[1], &keys[0])] {
+        let seen: BTreeSet<String> = d
+            .peers()
+            .unwrap()
+            .peers
+            .into_iter()
+            .map(|p| p.public_key)
             .collect();
-        assert!(!seen.contains(&xkey[0]), "{} stored the outsider", h.name());
+        assert_eq!(
+            seen,
+            BTreeSet::from([mesh_peer.clone()]),
+            "{} should know exactly its one mesh peer, not the outsider {}",
+            d.host().name(),
+            keys[2]
+        );
     }
+    let outsider = daemons[2].peers().unwrap();
     assert!(
-        peers(x).is_empty(),
-        "the outsider stored peers of another mesh"
+        outsider.peers.is_empty(),
+        "the outsider stored peers of another mesh: {:?}",
+        outsider.peers
     );
+    for d in &daemons {
+        assert!(
+            d.process().is_running(),
+            "wgmeshd on {} exited:\n{}",
+            d.host().name(),
+            d.process().logs_tail(30)
+        );
+    }
 }
 
 #[test]

@@ -10,16 +10,30 @@
 //! (run it as root, in release mode: `cargo run --release -p wgmesh-tests --bin wgmesh-lab -- bench`):
 //! userspace device creation, applying and reading back 1000 peers in one call, and TCP
 //! throughput through a tunnel between two hosts, next to the same path without the tunnel.
+//!
+//! `wgmesh-lab` is also the multi-call program of the lab ([`wgmesh_tests::labnode`]): the hosts
+//! run this very executable with a hidden subcommand (`wgmeshd …`, `wgmeshctl …`, `serve`,
+//! `tcp-check …`), so `cargo run --bin wgmesh-lab`, which builds only this binary, always runs the
+//! daemon and the CLI of the same build.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
+use wgmesh_tests::Exe;
+use wgmesh_tests::daemon::{self, Daemon};
 use wgmesh_tests::lab::{Host, Lab};
 use wgmesh_tests::node::{LabNode, keypair};
 
 fn main() -> ExitCode {
+    let hidden = std::env::args_os().nth(1).is_some_and(|c| {
+        c.to_str()
+            .is_some_and(|c| wgmesh_tests::labnode::COMMANDS.contains(&c))
+    });
+    if hidden {
+        return wgmesh_tests::labnode::main_from(std::env::args_os());
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") if args.get(1).map(String::as_str) == Some("down") => demo_down(),
@@ -62,17 +76,10 @@ struct Sample {
     plain_mbit: f64,
 }
 
-fn labnode() -> String {
-    wgmesh_tests::binary("wgmesh-labnode")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn tcp_mbit(from: &Host, to_addr: &str) -> anyhow::Result<f64> {
-    let out = from
-        .command(labnode())
+fn tcp_mbit(exe: &Exe, from: &Host, to_addr: &str) -> anyhow::Result<f64> {
+    let out = exe
+        .in_host(from, "tcp-check")
         .args([
-            "tcp-check",
             &format!("{to_addr}:7000"),
             &(MIB << 20).to_string(),
             "60000",
@@ -85,10 +92,10 @@ fn tcp_mbit(from: &Host, to_addr: &str) -> anyhow::Result<f64> {
     v["mbit_per_s"].as_f64().context("no rate")
 }
 
-fn one_run() -> anyhow::Result<Sample> {
+fn one_run(exe: &Exe) -> anyhow::Result<Sample> {
     let lab = Lab::one_lan("bench", &["a", "b", "c"])?;
     let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
-    let mut na = LabNode::start(a)?;
+    let mut na = LabNode::start(exe, a)?;
     let create_ms = na.up(51820, &["10.77.0.1/16"])?["create_ms"]
         .as_f64()
         .context("create_ms")?;
@@ -111,14 +118,14 @@ fn one_run() -> anyhow::Result<Sample> {
         .as_f64()
         .context("ms")?;
 
-    let (mut nb, mut nc) = (LabNode::start(b)?, LabNode::start(c)?);
+    let (mut nb, mut nc) = (LabNode::start(exe, b)?, LabNode::start(exe, c)?);
     nb.up(51820, &["10.77.0.2/16"])?;
     nc.up(51820, &["10.77.0.3/16"])?;
     let (kb, kc) = (keypair(2), keypair(3));
     nb.apply(json!({"private_key": kb.0, "add": [{"public_key": kc.1, "endpoint": format!("{}:51820", c.ip()), "keepalive": 25, "allowed_ips": ["10.77.0.3/32"]}]}))?;
     nc.apply(json!({"private_key": kc.0, "add": [{"public_key": kb.1, "endpoint": format!("{}:51820", b.ip()), "keepalive": 25, "allowed_ips": ["10.77.0.2/32"]}]}))?;
     for addr in ["10.77.0.3:7000".to_owned(), format!("{}:7000", c.ip())] {
-        let p = c.spawn(&labnode(), &["tcp-echo", &addr], &[])?;
+        let p = exe.in_host(c, "tcp-echo").arg(&addr).spawn()?;
         if !wgmesh_tests::lab::wait_until(Duration::from_secs(5), || {
             p.stdout().contains("listening")
         }) {
@@ -128,8 +135,8 @@ fn one_run() -> anyhow::Result<Sample> {
     if !b.wait_reachable("10.77.0.3".parse()?, Duration::from_secs(10))? {
         bail!("tunnel b -> c does not come up");
     }
-    let tunnel_mbit = tcp_mbit(b, "10.77.0.3")?;
-    let plain_mbit = tcp_mbit(b, &c.ip().to_string())?;
+    let tunnel_mbit = tcp_mbit(exe, b, "10.77.0.3")?;
+    let plain_mbit = tcp_mbit(exe, b, &c.ip().to_string())?;
     Ok(Sample {
         create_ms,
         apply_1000_ms,
@@ -151,10 +158,11 @@ fn bench(runs: usize) -> anyhow::Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
+    let exe = Exe::current()?;
     let mut samples = Vec::new();
     for i in 0..runs {
         eprintln!("run {}/{runs}…", i + 1);
-        samples.push(one_run()?);
+        samples.push(one_run(&exe)?);
     }
     println!(
         "wgmesh data-plane bench: {runs} runs, TCP echo of {MIB} MiB (Mbit/s counts both directions)"
@@ -178,36 +186,6 @@ fn bench(runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the daemon binaries when run through cargo, so the demo never runs stale ones.
-fn build_binaries() -> anyhow::Result<()> {
-    let Ok(cargo) = std::env::var("CARGO") else {
-        return Ok(());
-    };
-    let release = std::env::current_exe()?
-        .parent()
-        .and_then(|d| d.file_name())
-        .is_some_and(|n| n == "release");
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "wgmeshd",
-        "-p",
-        "wgmeshctl",
-        "-p",
-        "wgmesh-tests",
-        "--bins",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    if !cmd.status()?.success() {
-        bail!("building wgmeshd and wgmeshctl failed");
-    }
-    Ok(())
-}
-
 fn demo(nodes: usize) -> anyhow::Result<()> {
     if !(2..=50).contains(&nodes) {
         bail!("--nodes must be between 2 and 50");
@@ -215,76 +193,59 @@ fn demo(nodes: usize) -> anyhow::Result<()> {
     if !wgmesh_tests::lab::require_root() {
         bail!("the demo needs root (network namespaces): run it with sudo");
     }
-    build_binaries()?;
+    let exe = Exe::current()?;
     let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
     let lab = Lab::one_lan("demo", &names)?;
-    let secret_out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
-        .args(["secret", "new"])
-        .output()?;
     let secret = lab.dir().join("mesh.secret");
-    std::fs::write(&secret, &secret_out.stdout)?;
+    daemon::write_secret(&exe, &secret)?;
     println!(
         "Starting {nodes} wgmeshd nodes on one LAN (namespaces {}-*)…",
         lab.prefix()
     );
     let started = std::time::Instant::now();
+    let mut daemons = Vec::new();
     for h in lab.hosts() {
-        h.command(wgmesh_tests::binary("wgmeshd"))
-            .args(["join", "--wg-backend", "userspace", "--secret-file"])
-            .arg(&secret)
-            .arg("--state-dir")
-            .arg(h.state_dir())
-            .arg("--socket")
-            .arg(h.socket_path())
-            .spawn()?;
+        daemons.push(Daemon::start(&exe, h, &secret, &["--log-level", "info"])?);
     }
-    let get = |h: &Host, path: &str| wgmesh_tests::api::get_json(&h.socket_path(), path);
-    let full = wgmesh_tests::lab::wait_until(Duration::from_secs(60), || {
-        lab.hosts().iter().all(|h| {
-            get(h, "/v1/peers").is_ok_and(|v| {
-                v["peers"].as_array().is_some_and(|ps| {
-                    ps.len() == nodes - 1
-                        && ps.iter().all(|p| p["last_handshake_seconds_ago"].is_u64())
-                })
-            })
-        })
-    });
-    if !full {
+    for d in &daemons {
+        d.wait_api(Duration::from_secs(20))?;
+    }
+    let hosts: Vec<&Host> = lab.hosts().iter().collect();
+    if let Err(e) = daemon::wait_full_mesh(&hosts, Duration::from_secs(60)) {
         lab.print_logs(30);
-        bail!("the nodes did not form a full mesh within 60 s (logs above)");
+        return Err(e.context("the nodes did not form a full mesh (logs above)"));
     }
     println!(
         "Full mesh after {:.1} s.\n",
         started.elapsed().as_secs_f64()
     );
-    for h in lab.hosts() {
+    for h in &hosts {
         println!("── {} (wgmeshctl status) ──", h.name());
-        let out = std::process::Command::new(wgmesh_tests::binary("wgmeshctl"))
+        let out = exe
+            .wgmeshctl()
             .arg("--socket")
             .arg(h.socket_path())
             .arg("status")
             .output()?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
         println!();
     }
     println!("Pings over the mesh:");
-    let ips: Vec<(String, String)> = lab
-        .hosts()
+    let ips = hosts
         .iter()
-        .map(|h| {
-            let ip = get(h, "/v1/status").map(|s| s["mesh_ip"].as_str().unwrap_or("").to_owned());
-            (h.name().to_owned(), ip.unwrap_or_default())
-        })
-        .collect();
-    for h in lab.hosts() {
-        for (name, ip) in &ips {
-            if name == h.name() {
+        .map(|h| daemon::mesh_ip(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for h in &hosts {
+        for (other, ip) in hosts.iter().zip(&ips) {
+            if other.name() == h.name() {
                 continue;
             }
-            let ok = ip.parse().is_ok_and(|addr| h.ping(addr).unwrap_or(false));
+            let ok = h.ping(*ip)?;
             println!(
-                "  {} -> {name} ({ip}): {}",
+                "  {} -> {} ({ip}): {}",
                 h.name(),
+                other.name(),
                 if ok { "ok" } else { "FAILED" }
             );
         }

@@ -1,0 +1,518 @@
+//! The multi-call test program: `wgmesh-labnode` runs it, and so does `wgmesh-lab` (hidden
+//! subcommands), through one dispatch function, [`main_from`].
+//!
+//! Tests and the lab start every daemon and CLI through it, so they always run the code of this
+//! build, never a `wgmeshd` or `wgmeshctl` binary left in `target/` by an earlier build:
+//!
+//! - `wgmeshd ARGS…`: the daemon's own entry point, `wgmeshd::cli::main_from`;
+//! - `wgmeshctl ARGS…`: the CLI's own entry point, `wgmeshctl::main_from`;
+//! - `serve`: exercises the daemon's data-plane layer for real (`wgmeshd::system::{wg, net}`),
+//!   without `wg` or `ip`. It reads one JSON command per line on stdin and answers one JSON line
+//!   on stdout (see [`crate::node`] for the client side):
+//!   - `{"cmd":"up","iface":"wg0","backend":"userspace","listen_port":51820,"addresses":["10.77.0.1/16"]}`
+//!   - `{"cmd":"apply", "private_key":…, "listen_port":…, "add":[…], "update":[…], "remove":[…]}`
+//!   - `{"cmd":"read"}`
+//!   - `{"cmd":"sync_routes","routes":[{"dst":"10.9.0.0/24","gateway":null}]}`
+//!   - `{"cmd":"routes"}`
+//!   - `{"cmd":"down"}`
+//!
+//!   Answers are `{"ok":true,…}` or `{"ok":false,"error":"…"}`;
+//! - `tcp-echo ADDR` / `tcp-check ADDR BYTES TIMEOUT_MS` / `udp-echo ADDR` /
+//!   `udp-check ADDR TIMEOUT_MS`: move and verify bytes between hosts (the echo servers print
+//!   `listening` once bound);
+//! - `announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST`: sends one LAN ANNOUNCE sealed with the
+//!   mesh key (as a Go peer's LAN discovery does) as a UDP datagram to `DEST`, so a daemon learns
+//!   a labnode as a peer; the daemon's LAN socket takes unicast as well.
+//!
+//! How a test gets the program's path: [`crate::Exe`].
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use wgmeshd::system::net::{DesiredRoute, Netlink};
+use wgmeshd::system::wg::{
+    AnyWireGuard, BackendChoice, DeviceUpdate, LiveDevice, PeerConfig, PeerUpdate, WireGuard,
+};
+
+/// The subcommands [`main_from`] knows.
+pub const COMMANDS: &[&str] = &[
+    "wgmeshd",
+    "wgmeshctl",
+    "serve",
+    "tcp-echo",
+    "tcp-check",
+    "udp-echo",
+    "udp-check",
+    "announce",
+];
+
+const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
+                     | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
+                     | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST";
+
+/// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
+/// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
+/// returns 2.
+///
+/// `wgmeshd` and `wgmeshctl` hand over to those programs' entry points with `args[2..]` (and
+/// their own name as the program name, so their messages read as usual); they build their own
+/// runtime, so they are dispatched before this program builds one.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let command = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let rest = args.iter().skip(2).cloned();
+    match command {
+        "wgmeshd" => return wgmeshd::cli::main_from(std::iter::once("wgmeshd".into()).chain(rest)),
+        "wgmeshctl" => {
+            return wgmeshctl::main_from(std::iter::once("wgmeshctl".into()).chain(rest));
+        }
+        c if COMMANDS.contains(&c) => {}
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let args: Vec<String> = match args
+        .iter()
+        .skip(1)
+        .map(|a| a.clone().into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("wgmesh-labnode: argument {bad:?} is not UTF-8");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wgmesh-labnode: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args[0].as_str() {
+            "serve" => serve().await,
+            "tcp-echo" => tcp_echo(arg(&args, 1)?).await,
+            "tcp-check" => tcp_check(arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?).await,
+            "udp-echo" => udp_echo(arg(&args, 1)?).await,
+            "udp-check" => udp_check(arg(&args, 1)?, arg(&args, 2)?).await,
+            "announce" => {
+                announce(
+                    arg(&args, 1)?,
+                    arg(&args, 2)?,
+                    arg(&args, 3)?,
+                    arg(&args, 4)?,
+                    arg(&args, 5)?,
+                )
+                .await
+            }
+            other => bail!("unknown command {other}"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wgmesh-labnode: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = args.get(i).ok_or_else(|| anyhow!("missing argument {i}"))?;
+    raw.parse().map_err(|e| anyhow!("argument {raw:?}: {e}"))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum Command {
+    Up {
+        iface: String,
+        backend: String,
+        listen_port: u16,
+        #[serde(default)]
+        addresses: Vec<ipnet::IpNet>,
+    },
+    Apply(ApplyCmd),
+    Read,
+    SyncRoutes {
+        routes: Vec<RouteCmd>,
+    },
+    Routes,
+    Down,
+}
+
+#[derive(Deserialize, Default)]
+struct ApplyCmd {
+    private_key: Option<String>,
+    listen_port: Option<u16>,
+    #[serde(default)]
+    add: Vec<PeerCmd>,
+    #[serde(default)]
+    update: Vec<UpdateCmd>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct PeerCmd {
+    public_key: String,
+    endpoint: Option<SocketAddr>,
+    preshared_key: Option<String>,
+    keepalive: Option<u16>,
+    #[serde(default)]
+    allowed_ips: Vec<ipnet::IpNet>,
+}
+
+#[derive(Deserialize)]
+struct UpdateCmd {
+    public_key: String,
+    endpoint: Option<SocketAddr>,
+    /// Absent: unchanged; null: remove; string: set.
+    #[serde(default, deserialize_with = "some")]
+    preshared_key: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some")]
+    keepalive: Option<Option<u16>>,
+    allowed_ips: Option<Vec<ipnet::IpNet>>,
+}
+
+#[derive(Deserialize)]
+struct RouteCmd {
+    dst: ipnet::IpNet,
+    gateway: Option<std::net::IpAddr>,
+}
+
+fn some<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+fn to_update(cmd: ApplyCmd) -> anyhow::Result<DeviceUpdate> {
+    let key = |s: &str| s.parse().map_err(|e| anyhow!("key {s:?}: {e}"));
+    Ok(DeviceUpdate {
+        private_key: cmd
+            .private_key
+            .as_deref()
+            .map(|s| {
+                s.parse::<wgmeshd::keys::PrivateKey>()
+                    .map(std::sync::Arc::new)
+            })
+            .transpose()
+            .map_err(|e| anyhow!("private key: {e}"))?,
+        listen_port: cmd.listen_port,
+        add: cmd
+            .add
+            .into_iter()
+            .map(|p| {
+                Ok(PeerConfig {
+                    public_key: key(&p.public_key)?,
+                    endpoint: p.endpoint,
+                    preshared_key: p
+                        .preshared_key
+                        .as_deref()
+                        .map(|s| s.parse())
+                        .transpose()
+                        .map_err(|e| anyhow!("psk: {e}"))?,
+                    keepalive: p.keepalive,
+                    allowed_ips: p.allowed_ips,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        update: cmd
+            .update
+            .into_iter()
+            .map(|u| {
+                Ok(PeerUpdate {
+                    public_key: key(&u.public_key)?,
+                    endpoint: u.endpoint,
+                    preshared_key: match u.preshared_key {
+                        None => None,
+                        Some(None) => Some(None),
+                        Some(Some(s)) => Some(Some(s.parse().map_err(|e| anyhow!("psk: {e}"))?)),
+                    },
+                    keepalive: u.keepalive,
+                    replace_allowed_ips: u.allowed_ips,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        remove: cmd
+            .remove
+            .iter()
+            .map(|s| key(s))
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
+fn device_json(dev: &LiveDevice) -> Value {
+    let peers: Vec<Value> = dev
+        .peers
+        .iter()
+        .map(|(k, p)| {
+            json!({
+                "public_key": k.to_string(),
+                "endpoint": p.endpoint.map(|e| e.to_string()),
+                "allowed_ips": p.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "has_preshared_key": p.preshared_key.is_some(),
+                "keepalive": p.keepalive,
+                "last_handshake_unix": p.last_handshake.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()),
+                "rx_bytes": p.rx_bytes,
+                "tx_bytes": p.tx_bytes,
+            })
+        })
+        .collect();
+    json!({
+        "public_key": dev.public_key.map(|k| k.to_string()),
+        "listen_port": dev.listen_port,
+        "peers": peers,
+    })
+}
+
+struct Node {
+    wg: AnyWireGuard,
+    net: Netlink,
+    ifindex: u32,
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut node: Option<Node> = None;
+    while let Some(line) = lines.next_line().await? {
+        let reply = match handle(&mut node, &line).await {
+            Ok(mut v) => {
+                v["ok"] = json!(true);
+                v
+            }
+            Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+        };
+        stdout.write_all(format!("{reply}\n").as_bytes()).await?;
+        stdout.flush().await?;
+    }
+    // stdin closed: the test is done with us.
+    if let Some(n) = node.take() {
+        n.wg.shutdown().await?;
+    }
+    Ok(())
+}
+
+async fn handle(node: &mut Option<Node>, line: &str) -> anyhow::Result<Value> {
+    let cmd: Command = serde_json::from_str(line).context("bad command")?;
+    let started = Instant::now();
+    let ms = |s: Instant| s.elapsed().as_secs_f64() * 1000.0;
+    match cmd {
+        Command::Up {
+            iface,
+            backend,
+            listen_port,
+            addresses,
+        } => {
+            let choice = match backend.as_str() {
+                "auto" => BackendChoice::Auto,
+                "kernel" => BackendChoice::Kernel,
+                "userspace" => BackendChoice::Userspace,
+                other => bail!("unknown backend {other}"),
+            };
+            let net = Netlink::connect().await?;
+            let (wg, reason) = AnyWireGuard::open(&net, choice, &iface, listen_port).await?;
+            let create_ms = ms(started);
+            let ifindex = net
+                .link_index(&iface)
+                .await?
+                .ok_or_else(|| anyhow!("interface {iface} missing after create"))?;
+            net.sync_addresses(ifindex, &addresses).await?;
+            net.set_mtu(ifindex, 1420).await?;
+            net.set_link_up(ifindex).await?;
+            let kind = wg.kind();
+            *node = Some(Node { wg, net, ifindex });
+            Ok(
+                json!({"backend": kind, "reason": reason, "create_ms": create_ms, "total_ms": ms(started)}),
+            )
+        }
+        Command::Apply(cmd) => {
+            let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
+            let update = to_update(cmd)?;
+            let report = n.wg.apply(update).await?;
+            Ok(json!({
+                "writes": report.writes, "added": report.added, "updated": report.updated,
+                "removed": report.removed, "ms": ms(started),
+            }))
+        }
+        Command::Read => {
+            let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
+            let dev = n.wg.read().await?;
+            Ok(json!({"device": device_json(&dev), "ms": ms(started)}))
+        }
+        Command::SyncRoutes { routes } => {
+            let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
+            let desired: Vec<DesiredRoute> = routes
+                .into_iter()
+                .map(|r| match r.gateway {
+                    Some(gw) => DesiredRoute::via(r.dst, gw),
+                    None => Ok(DesiredRoute::device(r.dst)),
+                })
+                .collect::<Result<_, _>>()?;
+            let report = n.net.sync_routes(n.ifindex, &desired).await?;
+            Ok(json!({"report": format!("{report:?}")}))
+        }
+        Command::Routes => {
+            let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
+            let routes = n.net.routes(n.ifindex).await?;
+            let list: Vec<Value> = routes
+                .iter()
+                .map(|r| json!({"dst": r.destination.to_string(), "gateway": r.gateway.map(|g| g.to_string()), "protocol": r.protocol}))
+                .collect();
+            Ok(json!({"routes": list}))
+        }
+        Command::Down => {
+            if let Some(n) = node.take() {
+                n.wg.shutdown().await?;
+            }
+            Ok(json!({}))
+        }
+    }
+}
+
+async fn tcp_echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let (mut r, mut w) = sock.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+/// Sends `bytes` of a pattern to an echo server and checks every byte comes back.
+async fn tcp_check(addr: SocketAddr, bytes: usize, timeout_ms: u64) -> anyhow::Result<()> {
+    let work = async {
+        let started = Instant::now();
+        let sock = tokio::net::TcpStream::connect(addr).await?;
+        let (mut r, mut w) = sock.into_split();
+        let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&sent).await?;
+            w.shutdown().await
+        });
+        let mut back = Vec::with_capacity(bytes);
+        r.read_to_end(&mut back).await?;
+        writer.await??;
+        anyhow::ensure!(
+            back == payload,
+            "echo differs: sent {} bytes, got {}",
+            payload.len(),
+            back.len()
+        );
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{{\"bytes\":{bytes},\"secs\":{secs},\"mbit_per_s\":{}}}",
+            (bytes as f64 * 16.0) / secs / 1e6
+        );
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_millis(timeout_ms), work)
+        .await
+        .map_err(|_| anyhow!("tcp check to {addr} timed out after {timeout_ms} ms"))?
+}
+
+async fn udp_echo(listen: SocketAddr) -> anyhow::Result<()> {
+    let sock = tokio::net::UdpSocket::bind(listen).await?;
+    println!("listening");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        sock.send_to(&buf[..n], from).await?;
+    }
+}
+
+/// Sends a datagram every 100 ms until one comes back intact.
+async fn udp_check(addr: SocketAddr, timeout_ms: u64) -> anyhow::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    let probe = b"wgmesh-lab-udp-probe";
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        sock.send_to(probe, addr).await?;
+        let reply =
+            tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await;
+        if let Ok(Ok((n, _))) = reply
+            && &buf[..n] == probe
+        {
+            return Ok(());
+        }
+    }
+    bail!("no UDP echo from {addr} within {timeout_ms} ms")
+}
+
+/// Sends one sealed LAN ANNOUNCE for a node with `pubkey`, `mesh_ip` and WireGuard port
+/// `wg_port` to `dest`.
+async fn announce(
+    secret_file: std::path::PathBuf,
+    pubkey: String,
+    mesh_ip: std::net::Ipv4Addr,
+    wg_port: u16,
+    dest: SocketAddr,
+) -> anyhow::Result<()> {
+    use wgmeshd::crypto::{DerivedKeys, Envelope, MessageType};
+    use wgmeshd::wire::{PROTOCOL, PeerAnnouncement};
+
+    let secret = wgmeshd::config::resolve_secret(None, Some(&secret_file), |_| None)?;
+    let keys = DerivedKeys::derive(&secret);
+    let ann = PeerAnnouncement {
+        protocol: PROTOCOL.to_owned(),
+        wg_pubkey: pubkey,
+        hostname: "wgmesh-labnode".to_owned(),
+        mesh_ip: mesh_ip.to_string(),
+        wg_endpoint: format!("0.0.0.0:{wg_port}"),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)?
+            .as_secs()
+            .try_into()?,
+        ..PeerAnnouncement::default()
+    };
+    ann.validate()?;
+    let datagram = Envelope::new(&keys.gossip_key)
+        .seal(MessageType::Announce, &ann)
+        .map_err(|e| anyhow!("cannot seal the announcement: {e}"))?;
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.send_to(&datagram, dest)
+        .await
+        .with_context(|| format!("sending the announcement to {dest}"))?;
+    Ok(())
+}
