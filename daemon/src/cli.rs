@@ -157,23 +157,30 @@ fn resolve_secret(args: &SecretArgs) -> anyhow::Result<crate::config::MeshSecret
     Ok(secret)
 }
 
-/// Removes `WGMESH_SECRET` from the environment and overwrites its value in place, so that
-/// neither child processes nor `/proc/<pid>/environ` (which shows the original block) carry it.
+/// Removes `WGMESH_SECRET` from the environment and overwrites the whole `NAME=value` entry in
+/// place with NUL bytes, so that neither child processes nor `/proc/<pid>/environ` (which shows
+/// the process's original environment block, not the current variables) carry it.
 ///
 /// # Safety
 ///
 /// Must run while the process has a single thread: the environment is not synchronised.
 unsafe fn scrub_secret_env() {
     let name = c"WGMESH_SECRET";
-    // SAFETY: getenv returns a pointer to a NUL-terminated string in the environment block (or
-    // null); we overwrite exactly its strlen bytes, then drop the variable. Single-threaded per
-    // this function's contract, so nobody reads it meanwhile.
+    // SAFETY: getenv returns null or a pointer to the value of a `NAME=value` entry, a
+    // NUL-terminated string whose name and `=` directly precede the value (the original block
+    // and setenv's allocations both store entries that way). The variable is unset first, so the
+    // environment no longer points at the entry, then exactly the entry's bytes are zeroed.
+    // Single-threaded per this function's contract, so nobody reads it meanwhile.
     unsafe {
         let value = libc::getenv(name.as_ptr());
-        if !value.is_null() {
-            std::ptr::write_bytes(value, b'x', libc::strlen(value));
+        if value.is_null() {
+            return;
         }
+        let prefix = name.to_bytes().len() + 1;
+        let entry = value.sub(prefix);
+        let len = prefix + libc::strlen(value);
         std::env::remove_var(SECRET_ENV);
+        std::ptr::write_bytes(entry, 0, len);
     }
 }
 

@@ -232,6 +232,20 @@ pub fn load_or_create(
     mesh: &MeshParams<'_>,
 ) -> Result<(Identity, LoadOutcome), IdentityError> {
     check_state_dir(state_dir)?;
+    load_or_create_in_checked_dir(state_dir, iface, mesh)
+}
+
+/// [`load_or_create`] for a caller that already ran [`check_state_dir`] (the daemon, which
+/// checks the directory before it takes its lock there).
+///
+/// # Errors
+///
+/// As [`load_or_create`], without the directory checks.
+pub fn load_or_create_in_checked_dir(
+    state_dir: &Path,
+    iface: &InterfaceName,
+    mesh: &MeshParams<'_>,
+) -> Result<(Identity, LoadOutcome), IdentityError> {
     let path = state_file_path(state_dir, iface);
     match read_private(&path) {
         Ok(bytes) => load_existing(&path, &bytes, mesh),

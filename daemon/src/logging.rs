@@ -62,9 +62,12 @@ pub fn init(level: LogLevel, format: LogFormat) {
         Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(format!("{},gotatun=warn", level.as_filter())),
     };
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: the journal and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = match format {

@@ -142,8 +142,9 @@ pub async fn run(
         keys: &keys,
         custom_subnet: opts.mesh_subnet.as_ref(),
     };
-    let (id, outcome) = identity::load_or_create(&opts.state_dir, &opts.interface, &mesh)
-        .context("cannot load the node identity")?;
+    let (id, outcome) =
+        identity::load_or_create_in_checked_dir(&opts.state_dir, &opts.interface, &mesh)
+            .context("cannot load the node identity")?;
     match outcome {
         LoadOutcome::Created => tracing::info!("created a new node identity"),
         LoadOutcome::Updated(fields) => tracing::info!(?fields, "re-derived mesh addresses"),
