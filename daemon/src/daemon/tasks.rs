@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use ipnet::{IpNet, Ipv6Net};
 use tokio::sync::watch;
 
-use super::{JoinOptions, MTU, Teardown};
+use super::{JoinOptions, MTU, Teardown, host_changes};
 use crate::api::{self, ApiState};
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::{self, lan::LanDiscovery};
@@ -30,6 +30,7 @@ use crate::status::{self, Inputs, NodeFacts};
 use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
 use crate::system::net::{
     HostInterfaces, INTERFACE_REFRESH, Netlink, PROC_SYS, allow_forwarding, enable_forwarding,
+    remove_leftover_rules, restore_forwarding,
 };
 use crate::system::wg::{AnyWireGuard, WireGuard};
 
@@ -44,6 +45,8 @@ pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Node {
     iface: String,
     socket: PathBuf,
+    /// `<state-dir>/<iface>.host-changes.json`: see [`host_changes`].
+    host_changes: PathBuf,
     introducer: bool,
     lan_discovery: bool,
     prefix_len: u8,
@@ -122,6 +125,7 @@ impl Node {
         Self {
             iface: opts.interface.as_str().to_owned(),
             socket: opts.socket.clone(),
+            host_changes: host_changes::record_path(&opts.state_dir, &opts.interface),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
             prefix_len: mesh_v4.prefix_len(),
@@ -172,10 +176,20 @@ impl Node {
         self.net.sync_addresses(self.ifindex, &addresses).await?;
         self.net.set_mtu(self.ifindex, MTU).await?;
         self.net.set_link_up(self.ifindex).await?;
+        let unclean = host_changes::load(&self.host_changes).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring an unreadable host-changes record");
+            None
+        });
         if self.introducer {
-            let previous = enable_forwarding(Path::new(PROC_SYS))
+            let found = enable_forwarding(Path::new(PROC_SYS))
                 .context("an introducer forwards traffic between its peers")?;
-            teardown.restore_forwarding_later(previous);
+            // After a run that could not clean up, the switches found are its leftovers.
+            let previous = unclean.unwrap_or(found);
+            if unclean.is_none() {
+                host_changes::save(&self.host_changes, previous)
+                    .context("cannot record the forwarding settings to restore")?;
+            }
+            teardown.restore_forwarding_later(previous, self.host_changes.clone());
             let firewall = allow_forwarding(iface)
                 .await
                 .context("an introducer must let its firewall forward between its peers")?;
@@ -186,6 +200,18 @@ impl Node {
                 "introducer: forwarding between peers of the mesh interface"
             );
             teardown.remove_firewall_rules_later(firewall);
+        } else if let Some(original) = unclean {
+            tracing::warn!(
+                iface,
+                "the last run as an introducer did not clean up; restoring the forwarding settings and removing its firewall rules"
+            );
+            restore_forwarding(Path::new(PROC_SYS), original)
+                .context("cannot restore the forwarding settings of before the last run")?;
+            let removed = remove_leftover_rules(iface)
+                .await
+                .context("cannot remove the firewall rules the last run left")?;
+            tracing::info!(iface, removed, "host settings of the last run restored");
+            host_changes::remove(&self.host_changes);
         }
         tracing::info!(
             iface,

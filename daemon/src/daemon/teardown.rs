@@ -6,17 +6,19 @@
 //! stopped: a kernel link is deleted by name even when a stuck task still holds the device, and
 //! the embedded device, if a task still holds it, ends with the process (its tun file closes).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::host_changes;
 use crate::system::net::{FirewallGuard, ForwardingState, Netlink, PROC_SYS, restore_forwarding};
 use crate::system::wg::AnyWireGuard;
 
 /// One change to undo.
 #[derive(Debug)]
 enum Undo {
-    /// IP forwarding was switched on; put the previous values back.
-    Forwarding(ForwardingState),
+    /// IP forwarding was switched on; put the previous values back, then drop the record of them
+    /// (if everything was undone).
+    Forwarding(ForwardingState, PathBuf),
     /// Firewall accept rules were added (or none were needed); delete ours.
     Firewall(FirewallGuard),
 }
@@ -45,9 +47,10 @@ impl Teardown {
         self.wg.clone()
     }
 
-    /// Remembers that forwarding was enabled, with the values to restore.
-    pub fn restore_forwarding_later(&mut self, previous: ForwardingState) {
-        self.undo.push(Undo::Forwarding(previous));
+    /// Remembers that forwarding was enabled, with the values to restore and the
+    /// [`host_changes`] record that holds them.
+    pub fn restore_forwarding_later(&mut self, previous: ForwardingState, record: PathBuf) {
+        self.undo.push(Undo::Forwarding(previous, record));
     }
 
     /// Remembers the firewall rules to delete.
@@ -58,16 +61,22 @@ impl Teardown {
     /// Undoes everything, newest first, then removes the device. Failures are logged; each step
     /// runs once.
     pub async fn run(&mut self) {
+        let mut all_undone = true;
+        let mut record = None;
         while let Some(step) = self.undo.pop() {
             match step {
-                Undo::Forwarding(previous) => {
+                Undo::Forwarding(previous, path) => {
+                    record = Some(path);
                     match restore_forwarding(Path::new(PROC_SYS), previous) {
                         Ok(()) => tracing::info!(
                             ipv4 = previous.ipv4,
                             ipv6 = ?previous.ipv6,
                             "IP forwarding restored"
                         ),
-                        Err(e) => tracing::error!(error = %e, "cannot restore IP forwarding"),
+                        Err(e) => {
+                            all_undone = false;
+                            tracing::error!(error = %e, "cannot restore IP forwarding");
+                        }
                     }
                 }
                 Undo::Firewall(guard) if guard.is_empty() => {}
@@ -76,11 +85,16 @@ impl Teardown {
                     match guard.remove().await {
                         Ok(()) => tracing::info!(iface, ?rules, "firewall accept rules removed"),
                         Err(e) => {
-                            tracing::error!(iface, error = %e, "cannot remove firewall accept rules")
+                            all_undone = false;
+                            tracing::error!(iface, error = %e, "cannot remove firewall accept rules");
                         }
                     }
                 }
             }
+        }
+        // Kept when something could not be undone: the next start finishes the job.
+        if let Some(path) = record.filter(|_| all_undone) {
+            host_changes::remove(&path);
         }
         let Some(wg) = self.wg.take() else {
             return;

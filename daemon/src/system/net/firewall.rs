@@ -743,6 +743,49 @@ async fn open(guard: &mut FirewallGuard) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Deletes every accept rule of ours for `iface` (comment `wgmesh:<iface>`) from every firewall
+/// present, without adding any: for a node that no longer is an introducer after a run that could
+/// not clean up. Returns how many rules were deleted.
+///
+/// # Errors
+///
+/// A command that fails or whose output does not parse.
+pub async fn remove_leftover_rules(iface: &str) -> Result<usize, NetError> {
+    let mut removed = 0;
+    let nft_present = match run(NFT, &nft_list_args(), None).await? {
+        None => false,
+        Some(text) => {
+            let plan = plan_nft_removal(&parse_nft_output(&text)?, iface);
+            apply_nft(&plan, iface).await?;
+            removed += plan.delete.len();
+            true
+        }
+    };
+    for xt in Xtables::ALL {
+        let program = xt.program();
+        let Some(version) = run(program, &xtables_version_args(), None).await? else {
+            continue;
+        };
+        if parse_xtables_version(&version) == XtablesBackend::Nft && nft_present {
+            continue;
+        }
+        let text = match run_required(program, &xtables_list_args(), None).await {
+            Err(NetError::CommandFailed { stderr, .. }) if family_unsupported(&stderr) => continue,
+            other => other?,
+        };
+        let filter = XtablesFilter::parse(&text).map_err(|reason| NetError::CommandOutput {
+            command: describe(program, &xtables_list_args()),
+            reason,
+        })?;
+        let ours = count_xtables_ours(&filter, iface);
+        for _ in 0..ours {
+            run_required(program, &xtables_delete_args(iface), None).await?;
+        }
+        removed += ours;
+    }
+    Ok(removed)
+}
+
 /// Whether iptables failed because the kernel has that address family off (`ipv6.disable=1`):
 /// then no packet of it is forwarded either.
 fn family_unsupported(stderr: &str) -> bool {

@@ -49,7 +49,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-pub use firewall::{FirewallGuard, allow_forwarding};
+pub use firewall::{FirewallGuard, allow_forwarding, remove_leftover_rules};
 pub use ifaces::{HostInterface, HostInterfaces, REFRESH as INTERFACE_REFRESH, local_networks};
 pub use netlink::{AddressSyncReport, Netlink, RouteSyncReport};
 pub use plan::{
