@@ -80,7 +80,9 @@ pub fn remove(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot remove the host-changes record"),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove the host-changes record")
+        }
     }
 }
 
@@ -102,7 +104,10 @@ mod tests {
         remove(&path);
         remove(&path);
         assert_eq!(load(&path), Ok(None));
-        for bad in ["", "{\"version\":9,\"ipv4_forwarding\":true,\"ipv6_forwarding\":null}"] {
+        for bad in [
+            "",
+            "{\"version\":9,\"ipv4_forwarding\":true,\"ipv6_forwarding\":null}",
+        ] {
             std::fs::write(&path, bad).unwrap();
             let err = load(&path).unwrap_err();
             assert!(err.contains("wg0.host-changes.json"), "{err}");

@@ -23,11 +23,11 @@
 //! `GET /v1/status`: `running` with the interfaces in use as detail, or `retrying` with why none
 //! works; its last success is the last announcement sent or valid one heard.
 //!
-//! Layout: [`membership`] holds the decisions (pure, table-tested), [`sockets`] the OS calls,
-//! this module the task that moves values between them.
+//! Layout: [`membership`] holds the decisions (pure, table-tested),
+//! [`crate::system::net::multicast`] the OS calls, this module the task that moves values between
+//! them.
 
 pub mod membership;
-pub mod sockets;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -42,13 +42,13 @@ use tokio_util::sync::CancellationToken;
 use self::membership::{
     IfaceHealth, LayerReport, Membership, layer_report, plan_membership, usable,
 };
-use self::sockets::LanSocketError;
 use crate::crypto::envelope::{Envelope, MessageType};
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{Method, PeerStore, PeerUpdate, UpdateOutcome};
 use crate::supervisor::{BACKOFF_MAX, BACKOFF_MIN, HEALTHY_RUN, LayerHandle};
 use crate::system::net::HostInterfaces;
+use crate::system::net::multicast::{self as sockets, LanSocketError};
 use crate::wire::PeerAnnouncement;
 use crate::wire::announcement::split_host_port;
 

@@ -1,5 +1,6 @@
 //! Links, addresses and routes of the mesh interface, through rtnetlink only (never `ip`), the
-//! IP forwarding sysctls, and the firewall accept rule of an introducer ([`firewall`]).
+//! host's interfaces ([`HostInterface`]), the LAN multicast sockets ([`multicast`]), the IP
+//! forwarding sysctls, and the firewall accept rule of an introducer ([`firewall`]).
 //!
 //! Why it looks the way it does:
 //! - **Ownership by protocol number.** Every route the daemon installs carries
@@ -15,16 +16,17 @@
 //!   its table but sends only those), which holds ours and every other owner's route *on our
 //!   interface*. A desired prefix that another route uses
 //!   through our interface, at any metric, is foreign. Another interface's route to that prefix
-//!   is found without reading it: a route we do not have yet is created exclusively
-//!   (`NLM_F_CREATE | NLM_F_EXCL`), and the kernel refuses with `EEXIST` when any route to that
-//!   prefix at that metric exists; `NLM_F_REPLACE` is only sent for a route at our metric that
-//!   the dump shows is ours. For IPv6 the exclusive flag matters twice: without it, a gateway
-//!   route to a prefix another owner routes at the same metric would join that route as a
-//!   multipath sibling and take part of its traffic. A route to the same prefix at another
-//!   metric on another interface is not seen and coexists with ours (the kernel prefers the
-//!   lower metric). A multipath route with a leg on our interface is never ours: our leg of
-//!   such a route (an IPv6 operator can append a sibling to our gateway route) is neither
-//!   replaced (an IPv6 replace would drop the other legs) nor deleted.
+//!   is found without reading the table: before creating a route we do not have yet, one lookup
+//!   (`ip route get fibmatch` of the prefix) returns the FIB entry that holds it, and another
+//!   owner's entry for exactly that prefix, at any metric, makes it foreign; the route is then
+//!   created exclusively (`NLM_F_CREATE | NLM_F_EXCL`), so the kernel refuses with `EEXIST`
+//!   if a route to that prefix at that metric appeared meanwhile. `NLM_F_REPLACE` is only sent
+//!   for a route at our metric that the dump shows is ours. For IPv6 the exclusive flag matters
+//!   twice: without it, a gateway route to a prefix another owner routes at the same metric
+//!   would join that route as a multipath sibling and take part of its traffic. A multipath
+//!   route with a leg on our interface is never ours: our leg of such a route (an IPv6 operator
+//!   can append a sibling to our gateway route) is neither replaced (an IPv6 replace would drop
+//!   the other legs) nor deleted.
 //! - **Idempotency.** Syncing twice writes nothing the second time; adding an address that exists
 //!   or deleting a route or link that is already gone is success. The decisions are pure
 //!   functions ([`plan_route_sync`], [`plan_address_sync`]) tested with tables; [`Netlink`] only
@@ -39,6 +41,7 @@
 
 pub mod firewall;
 mod ifaces;
+pub mod multicast;
 mod netlink;
 mod plan;
 mod sysctl;

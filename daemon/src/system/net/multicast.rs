@@ -1,4 +1,4 @@
-//! The LAN discovery sockets: the only part of LAN discovery that calls the OS.
+//! The LAN discovery sockets (IPv4 multicast): the only part of LAN discovery that calls the OS.
 //!
 //! - One **receive** socket bound to `0.0.0.0:<port>` (`SO_REUSEADDR`/`SO_REUSEPORT`, like Go's
 //!   `ListenMulticastUDP`, so other wgmesh daemons on the host can listen too) with
