@@ -5,7 +5,7 @@
 //!    same interface or socket fails here, with the first one's device untouched.
 //! 2. **Build**: the identity, the WireGuard device (from here on [`Teardown`] owns its removal),
 //!    addresses, MTU, link up, forwarding on an introducer.
-//! 3. **Run**: every task of [`tasks`] on one [`Supervisor`] until the shutdown future completes
+//! 3. **Run**: every task (module `tasks`) on one [`Supervisor`] until the shutdown future completes
 //!    or a critical task fails.
 //! 4. **Stop**: cancel, wait for every task (at most [`SHUTDOWN_DEADLINE`], or less if the force
 //!    future completes — a second signal), then tear down on every path: the device (kernel link

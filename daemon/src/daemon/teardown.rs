@@ -48,7 +48,7 @@ impl Teardown {
     }
 
     /// Remembers that forwarding was enabled, with the values to restore and the
-    /// [`host_changes`] record that holds them.
+    /// `host_changes` record that holds them.
     pub fn restore_forwarding_later(&mut self, previous: ForwardingState, record: PathBuf) {
         self.undo.push(Undo::Forwarding(previous, record));
     }
