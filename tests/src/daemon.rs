@@ -7,7 +7,8 @@
 //! API errors are errors: a daemon that crashed, hangs or answers something that does not parse
 //! as the API types fails the test, with the host's name in the message. Only
 //! [`Daemon::wait_api`] retries, while the daemon starts; [`wait_full_mesh`] retries while the
-//! mesh forms, but every API call it makes must succeed.
+//! mesh forms, and [`wait_status`] while its condition does not hold yet, but every API call they
+//! make must succeed.
 //!
 //! ```no_run
 //! # use std::time::Duration;
@@ -77,6 +78,38 @@ impl Daemon {
             .arg("--socket")
             .arg(host.socket_path())
             .args(extra_args)
+            .spawn()
+            .with_context(|| format!("start wgmeshd on {}", host.name()))?;
+        Ok(Self {
+            host: host.clone(),
+            process,
+        })
+    }
+
+    /// [`Daemon::start`] with environment variables `envs` set for the daemon (the rest of the
+    /// test's environment is inherited), e.g. a `PATH` that picks another `iptables`.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be started.
+    pub fn start_with_env(
+        exe: &Exe,
+        host: &Host,
+        secret_file: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
+        let process = exe
+            .in_host(host, "wgmeshd")
+            .args(["--log-level", "debug", "join", "--wg-backend", "userspace"])
+            .arg("--secret-file")
+            .arg(secret_file)
+            .arg("--state-dir")
+            .arg(host.state_dir())
+            .arg("--socket")
+            .arg(host.socket_path())
+            .args(extra_args)
+            .envs(envs)
             .spawn()
             .with_context(|| format!("start wgmeshd on {}", host.name()))?;
         Ok(Self {
@@ -164,6 +197,57 @@ pub fn status(host: &Host) -> Result<Status> {
 pub fn peers(host: &Host) -> Result<PeerList> {
     crate::api::get(&host.socket_path(), "/v1/peers")
         .with_context(|| format!("wgmeshd on {}", host.name()))
+}
+
+/// The entry of the peer with public key `key` in `GET /v1/peers` of the daemon in `host`;
+/// `None` when the daemon does not list that key.
+///
+/// # Errors
+///
+/// As [`peers`].
+pub fn peer(host: &Host, key: &str) -> Result<Option<wgmesh_api_types::Peer>> {
+    Ok(peers(host)?.peers.into_iter().find(|p| p.public_key == key))
+}
+
+/// Whether the daemon in `host` lists the peer `key` with a WireGuard handshake younger than
+/// [`FRESH_HANDSHAKE_SECS`] (as [`full_mesh`] counts it). A peer it does not list is `false`.
+///
+/// # Errors
+///
+/// As [`peers`]: a daemon that does not answer is not "no handshake yet".
+pub fn handshaked(host: &Host, key: &str) -> Result<bool> {
+    Ok(peer(host, key)?
+        .and_then(|p| p.last_handshake_seconds_ago)
+        .is_some_and(|s| s < FRESH_HANDSHAKE_SECS))
+}
+
+/// Polls `GET /v1/status` of the daemon in `host` until `cond` holds for it, and returns that
+/// status. Retries only while `cond` is false; `what` says what is awaited, for the error.
+///
+/// # Errors
+///
+/// Any API error at once (as [`status`]); at `timeout`, an error naming the host and `what`, with
+/// the last status.
+pub fn wait_status(
+    host: &Host,
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut(&Status) -> bool,
+) -> Result<Status> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = status(host)?;
+        if cond(&st) {
+            return Ok(st);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "wgmeshd on {}: {what}: not within {timeout:?}; last status: {st:#?}",
+                host.name()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// The mesh IPv4 of the daemon in `host`, from its status.

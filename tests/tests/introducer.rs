@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use wgmesh_tests::api::get_json;
-use wgmesh_tests::lab::{self, Host, Lab, LabProcess};
+use wgmesh_api_types::Status;
+use wgmesh_tests::daemon::{self, Daemon};
+use wgmesh_tests::lab::{self, Host, Lab};
+use wgmesh_tests::labnode_exe;
 use wgmesh_tests::node::{self, LabNode};
 use wgmeshd::config::{MeshSecret, SecretOrigin};
 use wgmeshd::crypto::{DerivedKeys, legacy_subnet, mesh_ipv4};
@@ -26,6 +28,8 @@ use wgmeshd::crypto::{DerivedKeys, legacy_subnet, mesh_ipv4};
 const LAN_PORT: u16 = 51830;
 /// WireGuard port of the labnodes.
 const PEER_PORT: u16 = 51820;
+/// How long b's daemon may take to serve its API after start.
+const API_UP: Duration = Duration::from_secs(20);
 /// The daemon's interface (the default).
 const IFACE: &str = "wg0";
 /// Our rules' comment.
@@ -49,98 +53,78 @@ enum Firewall {
 }
 
 // ------------------------------------------------------------------------------------------
-// daemon helpers (as in tests/mesh.rs)
+// b's daemon
+//
+// Failures panic (`unwrap`) rather than return `Err`: the lab prints every process's log when it
+// is dropped during a panic. Every API call must succeed: a daemon that crashed or does not answer
+// fails the test (naming its host) instead of reading as "does not list the peer yet".
 
-fn write_secret(lab: &Lab) -> PathBuf {
-    let out = wgmesh_tests::labnode_exe!()
-        .wgmeshctl()
-        .args(["secret", "new"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let path = lab.dir().join("mesh.secret");
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
-}
-
-fn start_daemon(host: &Host, secret: &Path, introducer: bool, path: Option<&str>) -> LabProcess {
-    let exe = wgmesh_tests::labnode_exe!();
-    let mut cmd = exe
-        .in_host(host, "wgmeshd")
-        .args([
-            "--log-level",
-            "debug",
-            "join",
-            "--wg-backend",
-            "userspace",
-            "--secret-file",
-        ])
-        .arg(secret)
-        .arg("--state-dir")
-        .arg(host.state_dir())
-        .arg("--socket")
-        .arg(host.socket_path());
-    if introducer {
-        cmd = cmd.arg("--introducer");
-    }
-    if let Some(path) = path {
-        cmd = cmd.env("PATH", path);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn stop_daemon(daemon: &LabProcess) {
-    daemon.signal(libc::SIGTERM).unwrap();
-    let status = daemon
-        .wait_timeout(Duration::from_secs(15))
-        .unwrap()
-        .expect("wgmeshd exits on SIGTERM");
-    assert!(
-        status.success(),
-        "exit status {status:?}: {}",
-        daemon.logs_tail(40)
-    );
-    assert!(daemon.stderr().contains("Shutdown complete"));
-}
-
-fn peers(host: &Host) -> Vec<Value> {
-    get_json(&host.socket_path(), "/v1/peers")
-        .ok()
-        .and_then(|v| v["peers"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// The daemon's public key, mesh IP and WireGuard port, once its API answers.
+/// What the labnodes need to know of b's daemon, from its status.
 struct DaemonInfo {
     key: String,
     mesh_ip: Ipv4Addr,
     port: u16,
 }
 
-fn wait_up(host: &Host, daemon: &LabProcess) -> DaemonInfo {
-    let mut st = None;
-    assert!(
-        lab::wait_until(Duration::from_secs(20), || {
-            st = get_json(&host.socket_path(), "/v1/status").ok();
-            st.is_some() || !daemon.is_running()
-        }) && st.is_some(),
-        "daemon on {} never served its API: {}",
-        host.name(),
-        daemon.logs_tail(40)
-    );
-    let st = st.unwrap();
-    DaemonInfo {
-        key: st["public_key"].as_str().unwrap().to_owned(),
-        mesh_ip: st["mesh_ip"].as_str().unwrap().parse().unwrap(),
-        port: st["listen_port"].as_u64().unwrap() as u16,
+impl DaemonInfo {
+    fn of(status: &Status) -> Self {
+        Self {
+            key: status.public_key.clone(),
+            mesh_ip: status
+                .mesh_ip
+                .parse()
+                .unwrap_or_else(|e| panic!("b's mesh_ip {:?}: {e}", status.mesh_ip)),
+            port: status.listen_port,
+        }
     }
 }
 
-fn labnode() -> String {
-    wgmesh_tests::labnode_exe!()
-        .path()
-        .to_string_lossy()
-        .into_owned()
+/// Starts b's daemon (with `--introducer` if `introducer`, `path` as its `PATH` if given) and
+/// waits for its API.
+fn start_daemon(
+    b: &Host,
+    secret: &Path,
+    introducer: bool,
+    path: Option<&str>,
+) -> (Daemon, DaemonInfo) {
+    let args: &[&str] = if introducer { &["--introducer"] } else { &[] };
+    let envs: Vec<(&str, &str)> = path.map(|p| ("PATH", p)).into_iter().collect();
+    let daemon = Daemon::start_with_env(&labnode_exe!(), b, secret, args, &envs).unwrap();
+    let status = daemon.wait_api(API_UP).unwrap();
+    assert_eq!(
+        status.introducer, introducer,
+        "b's status reports introducer {}",
+        status.introducer
+    );
+    (daemon, DaemonInfo::of(&status))
+}
+
+/// Stops `daemon` with SIGTERM: it must exit within 15 s, successfully, after a clean shutdown.
+fn stop_daemon(daemon: &Daemon) {
+    let process = daemon.process();
+    process.signal(libc::SIGTERM).unwrap();
+    let status = process
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "wgmeshd on {} did not exit within 15 s of SIGTERM:\n{}",
+                daemon.host().name(),
+                process.logs_tail(40)
+            )
+        });
+    assert!(
+        status.success(),
+        "wgmeshd on {}: exit status {status:?}: {}",
+        daemon.host().name(),
+        process.logs_tail(40)
+    );
+    assert!(
+        process.stderr().contains("Shutdown complete"),
+        "wgmeshd on {} did not shut down cleanly:\n{}",
+        daemon.host().name(),
+        process.logs_tail(40)
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -196,7 +180,7 @@ fn go_peer(
 ) -> GoPeer {
     let (private, key, mesh_ip) = mesh.identity(n);
     let prefix = legacy_subnet(&mesh.keys).prefix_len();
-    let mut node = LabNode::start(&wgmesh_tests::labnode_exe!(), host).unwrap();
+    let mut node = LabNode::start(&labnode_exe!(), host).unwrap();
     node.up(PEER_PORT, &[&format!("{mesh_ip}/{prefix}")])
         .unwrap();
     node.apply(json!({
@@ -218,16 +202,13 @@ fn go_peer(
     }
 }
 
-/// Announces `peer` from `host` to b's LAN address `dest` until b's daemon lists it.
+/// Announces `peer` from `host` to b's LAN address `dest` until b's daemon lists it (again every
+/// 500 ms: a datagram may be lost). Retries only while b does not list it; an API error fails.
 fn introduce(host: &Host, mesh: &Mesh, peer: &GoPeer, b: &Host, dest: Ipv4Addr) {
-    let known = || {
-        peers(b)
-            .iter()
-            .any(|p| p["public_key"] == peer.key.as_str())
-    };
+    let exe = labnode_exe!();
     let listed = lab::wait_until(Duration::from_secs(20), || {
         node::announce(
-            &wgmesh_tests::labnode_exe!(),
+            &exe,
             host,
             &mesh.secret_file,
             &peer.key,
@@ -236,12 +217,16 @@ fn introduce(host: &Host, mesh: &Mesh, peer: &GoPeer, b: &Host, dest: Ipv4Addr) 
             SocketAddr::from((dest, LAN_PORT)),
         )
         .unwrap();
-        lab::wait_until(Duration::from_millis(500), known)
+        lab::wait_until(Duration::from_millis(500), || {
+            daemon::peer(b, &peer.key).unwrap().is_some()
+        })
     });
     assert!(
         listed,
-        "b's daemon never listed {} after its announcements",
-        host.name()
+        "b's daemon never listed {} ({}) after its announcements; it lists {:#?}",
+        host.name(),
+        peer.key,
+        daemon::peers(b).unwrap().peers
     );
 }
 
@@ -249,7 +234,7 @@ fn introduce(host: &Host, mesh: &Mesh, peer: &GoPeer, b: &Host, dest: Ipv4Addr) 
 struct Relay {
     lab: Lab,
     mesh: Mesh,
-    daemon: LabProcess,
+    daemon: Daemon,
     /// The sysctl values before b's daemon started.
     sysctls_before: Vec<String>,
     /// `nft -s list ruleset` in b before its daemon started.
@@ -267,23 +252,15 @@ impl Relay {
         lab::require_tool("nft", "nftables");
         lab::require_tool("iptables", "iptables");
         let lab = Lab::two_lans(test, &["a"], "b", &["c"]).unwrap();
-        let mesh = Mesh::new(write_secret(&lab));
+        let secret_file = lab.dir().join("mesh.secret");
+        daemon::write_secret(&labnode_exe!(), &secret_file).unwrap();
+        let mesh = Mesh::new(secret_file);
         let path = set_up_firewall(&lab, firewall);
-        let b = lab.host("b");
-        let sysctls_before = sysctls(b);
-        let ruleset_before = stateless_ruleset(b);
-        let daemon = start_daemon(b, &mesh.secret_file, introducer, path.as_deref());
-        let b_info = wait_up(b, &daemon);
-        let mut relay = Self::join_peers(lab, mesh, daemon, b_info);
-        relay.sysctls_before = sysctls_before;
-        relay.ruleset_before = ruleset_before;
-        relay.path = path;
-        relay.introducer = introducer;
-        relay
-    }
-
-    fn join_peers(lab: Lab, mesh: Mesh, daemon: LabProcess, b_info: DaemonInfo) -> Self {
         let (a_host, b_host, c_host) = (lab.host("a"), lab.host("b"), lab.host("c"));
+        let sysctls_before = sysctls(b_host);
+        let ruleset_before = stateless_ruleset(b_host);
+        let (daemon, b_info) = start_daemon(b_host, &mesh.secret_file, introducer, path.as_deref());
+
         let (_, _, a_ip) = mesh.identity(1);
         let (_, _, c_ip) = mesh.identity(3);
         assert!(
@@ -315,10 +292,10 @@ impl Relay {
             lab,
             mesh,
             daemon,
-            sysctls_before: Vec::new(),
-            ruleset_before: String::new(),
-            path: None,
-            introducer: true,
+            sysctls_before,
+            ruleset_before,
+            path,
+            introducer,
             a,
             c,
             b_info,
@@ -343,26 +320,23 @@ impl Relay {
 
     /// a and c reach each other through b: ping both ways and a TCP transfer.
     fn assert_relayed(&self) {
+        let exe = labnode_exe!();
         let (a, c) = (self.host("a"), self.host("c"));
-        let reached = a
-            .wait_reachable(self.c.mesh_ip, Duration::from_secs(30))
-            .unwrap();
-        if !reached {
-            self.lab.print_logs(40);
-        }
-        assert!(reached, "a cannot reach c's mesh IP through b");
+        assert!(
+            a.wait_reachable(self.c.mesh_ip, Duration::from_secs(30))
+                .unwrap(),
+            "a cannot reach c's mesh IP through b"
+        );
         assert!(
             c.wait_reachable(self.a.mesh_ip, Duration::from_secs(10))
                 .unwrap(),
             "c cannot reach a's mesh IP through b"
         );
         let port = 7000;
-        let echo = c
-            .spawn(
-                &labnode(),
-                &["tcp-echo", &format!("{}:{port}", self.c.mesh_ip)],
-                &[],
-            )
+        let echo = exe
+            .in_host(c, "tcp-echo")
+            .arg(format!("{}:{port}", self.c.mesh_ip))
+            .spawn()
             .unwrap();
         assert!(
             lab::wait_until(Duration::from_secs(5), || echo
@@ -371,14 +345,9 @@ impl Relay {
             "{}",
             echo.logs()
         );
-        let out = a
-            .command(labnode())
-            .args([
-                "tcp-check",
-                &format!("{}:{port}", self.c.mesh_ip),
-                "262144",
-                "15000",
-            ])
+        let out = exe
+            .in_host(a, "tcp-check")
+            .args([&format!("{}:{port}", self.c.mesh_ip), "262144", "15000"])
             .output_timeout(Duration::from_secs(20))
             .unwrap();
         assert!(
@@ -392,15 +361,15 @@ impl Relay {
     /// Restarts b's daemon (same state directory, hence the same key) and re-announces a and c.
     fn restart_daemon(&mut self) {
         let b = self.lab.host("b");
-        self.daemon = start_daemon(
+        let (daemon, info) = start_daemon(
             b,
             &self.mesh.secret_file,
             self.introducer,
             self.path.as_deref(),
         );
-        let info = wait_up(b, &self.daemon);
         assert_eq!(info.key, self.b_info.key, "b's identity changed on restart");
         assert_eq!(info.port, self.b_info.port, "b's port changed on restart");
+        self.daemon = daemon;
         let (b_lan1, b_lan2) = (b.ip_on(1).unwrap(), b.ip_on(2).unwrap());
         introduce(self.lab.host("a"), &self.mesh, &self.a, b, b_lan1);
         introduce(self.lab.host("c"), &self.mesh, &self.c, b, b_lan2);
@@ -531,7 +500,7 @@ fn an_introducer_relays_between_peers_that_cannot_reach_each_other() {
     relay.assert_relayed();
     stop_daemon(&relay.daemon);
     assert_eq!(sysctls(b), relay.sysctls_before, "sysctls not restored");
-    let log = relay.daemon.stderr();
+    let log = relay.daemon.process().stderr();
     assert!(
         log.contains("introducer: forwarding between peers") && log.contains("no rule needed"),
         "{log}"
@@ -577,7 +546,7 @@ fn an_introducer_opens_a_dropping_nftables_firewall_and_closes_it_at_exit() {
     // A crash leaves the rules; the next start removes the leftovers before adding its own,
     // so there is still exactly one per chain, and a clean stop removes them all.
     relay.restart_daemon();
-    relay.daemon.kill().unwrap();
+    relay.daemon.process().kill().unwrap();
     assert_eq!(nft_ours(&b), at_top_of(&chains), "the crash took the rules");
     relay.restart_daemon();
     assert_eq!(
@@ -588,6 +557,7 @@ fn an_introducer_opens_a_dropping_nftables_firewall_and_closes_it_at_exit() {
     assert!(
         relay
             .daemon
+            .process()
             .stderr()
             .contains("removed firewall rules a previous run left behind")
     );

@@ -5,128 +5,77 @@
 //!
 //! Needs root; without it the tests are skipped, except under `CI=true` where they fail.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use wgmesh_tests::api::get_json;
-use wgmesh_tests::lab::{self, Host, Lab, LabProcess};
+use anyhow::Context as _;
+use wgmesh_api_types::{LayerStatus, Peer, Status};
+use wgmesh_tests::daemon::{self, Daemon};
+use wgmesh_tests::lab::{self, Host, Lab};
+use wgmesh_tests::labnode_exe;
+
+/// How long a daemon may take to serve its API after start.
+const API_UP: Duration = Duration::from_secs(20);
+/// How long the hosts may take to handshake (the tests promise 30 s).
+const MESH_UP: Duration = Duration::from_secs(30);
+/// How long the `lan` layer may take to reach a state.
+const LAN_STATE: Duration = Duration::from_secs(20);
+
+// Failures panic (`unwrap`) rather than return `Err`: the lab prints every daemon's log when it is
+// dropped during a panic. Every API call must succeed: a daemon that crashed or does not answer
+// fails the test (naming its host) instead of reading as "no peers yet".
 
 // ------------------------------------------------------------------------------------------
-// daemon helpers (local copies of those in mesh.rs)
+// daemon helpers
 
-fn write_secret(lab: &Lab, name: &str) -> PathBuf {
-    let out = wgmesh_tests::labnode_exe!()
-        .wgmeshctl()
-        .args(["secret", "new"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let path = lab.dir().join(name);
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
+/// Writes a fresh secret, starts a daemon with it on each of `hosts` and waits for their APIs;
+/// returns the daemons and their first statuses, in the order of `hosts`.
+fn start_daemons(lab: &Lab, hosts: &[&Host]) -> (Vec<Daemon>, Vec<Status>) {
+    let exe = labnode_exe!();
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
+    let daemons: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| Daemon::start(&exe, h, &secret, &[]).unwrap())
+        .collect();
+    let statuses = daemons
+        .iter()
+        .map(|d| d.wait_api(API_UP).unwrap())
+        .collect();
+    (daemons, statuses)
 }
 
-fn start_daemon(host: &Host, secret: &Path) -> LabProcess {
-    wgmesh_tests::labnode_exe!()
-        .in_host(host, "wgmeshd")
-        .args([
-            "--log-level",
-            "debug",
-            "join",
-            "--wg-backend",
-            "userspace",
-            "--secret-file",
-        ])
-        .arg(secret)
-        .arg("--state-dir")
-        .arg(host.state_dir())
-        .arg("--socket")
-        .arg(host.socket_path())
-        .spawn()
+/// The entry for `key` in `host`'s peer list; panics when the daemon does not list it.
+fn listed_peer(host: &Host, key: &str) -> Peer {
+    daemon::peer(host, key)
         .unwrap()
-}
-
-fn status(host: &Host) -> Option<Value> {
-    get_json(&host.socket_path(), "/v1/status").ok()
-}
-
-fn peers(host: &Host) -> Vec<Value> {
-    get_json(&host.socket_path(), "/v1/peers")
-        .ok()
-        .and_then(|v| v["peers"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-/// The peer entry for `key` in `host`'s peer list, if any.
-fn peer(host: &Host, key: &str) -> Option<Value> {
-    peers(host).into_iter().find(|p| p["public_key"] == key)
-}
-
-/// Whether `host` had a WireGuard handshake with `key` in the last 30 s.
-fn handshaked(host: &Host, key: &str) -> bool {
-    peer(host, key).is_some_and(|p| {
-        p["last_handshake_seconds_ago"]
-            .as_u64()
-            .is_some_and(|s| s < 30)
-    })
-}
-
-/// Whether every host has a recent handshake with every other host.
-fn full_mesh(hosts: &[&Host], keys: &[String]) -> bool {
-    hosts.iter().enumerate().all(|(i, h)| {
-        keys.iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .all(|(_, k)| handshaked(h, k))
-    })
-}
-
-/// Waits for the APIs of the daemons on `hosts`; returns (public keys, mesh IPs).
-fn wait_up(hosts: &[&Host]) -> (Vec<String>, Vec<String>) {
-    let mut keys = Vec::new();
-    let mut ips = Vec::new();
-    for h in hosts {
-        let mut st = None;
-        assert!(
-            lab::wait_until(Duration::from_secs(20), || {
-                st = status(h);
-                st.is_some()
-            }),
-            "daemon on {} never served its API",
-            h.name()
-        );
-        let st = st.unwrap();
-        keys.push(st["public_key"].as_str().unwrap().to_owned());
-        ips.push(st["mesh_ip"].as_str().unwrap().to_owned());
-    }
-    (keys, ips)
+        .unwrap_or_else(|| panic!("{} does not list the peer {key}", host.name()))
 }
 
 // ------------------------------------------------------------------------------------------
 // LAN helpers
 
-/// `discovery.lan` of `host`'s status (`Null` while the API does not answer).
-fn lan_layer(host: &Host) -> Value {
-    status(host).map_or(Value::Null, |s| s["discovery"]["lan"].clone())
+/// `discovery.lan` of a status; panics when it has none.
+fn lan_layer(status: &Status) -> &LayerStatus {
+    status
+        .discovery
+        .get("lan")
+        .unwrap_or_else(|| panic!("no discovery.lan in {status:#?}"))
 }
 
 /// Waits until `host`'s `lan` layer is in `state` with `detail`; returns the layer.
-fn wait_lan_state(lab: &Lab, host: &Host, state: &str, detail: Option<&str>) -> Value {
-    let mut last = Value::Null;
-    let ok = lab::wait_until(Duration::from_secs(20), || {
-        last = lan_layer(host);
-        last["state"] == state && detail.is_none_or(|d| last["detail"] == d)
-    });
-    if !ok {
-        lab.print_logs(40);
-    }
-    assert!(
-        ok,
-        "{}: discovery.lan never became {state} {detail:?}; last: {last}",
-        host.name()
-    );
-    last
+fn wait_lan_state(host: &Host, state: &str, detail: Option<&str>) -> LayerStatus {
+    let status = daemon::wait_status(
+        host,
+        LAN_STATE,
+        &format!("discovery.lan becomes {state} {detail:?}"),
+        |st| {
+            st.discovery.get("lan").is_some_and(|l| {
+                l.state == state && detail.is_none_or(|d| l.detail.as_deref() == Some(d))
+            })
+        },
+    )
+    .unwrap();
+    lan_layer(&status).clone()
 }
 
 /// Asserts that `host`'s only IPv4 routes are the /24s of its legs and that the kernel has no
@@ -184,37 +133,34 @@ fn two_hosts_without_any_route_besides_their_lan_form_a_mesh() {
     let (a, b) = (lab.host("a"), lab.host("b"));
     assert_subnet_routes_only(a);
     assert_subnet_routes_only(b);
-    let secret = write_secret(&lab, "mesh.secret");
     let started = Instant::now();
-    start_daemon(a, &secret);
-    start_daemon(b, &secret);
-    let hosts = [a, b];
-    let (keys, ips) = wait_up(&hosts);
-    let formed = lab::wait_until(Duration::from_secs(30), || full_mesh(&hosts, &keys));
-    if !formed {
-        lab.print_logs(40);
-    }
-    assert!(formed, "a and b did not handshake both ways within 30 s");
+    let (_daemons, st) = start_daemons(&lab, &[a, b]);
+    daemon::wait_full_mesh(&[a, b], MESH_UP)
+        .context("a and b did not handshake both ways within 30 s")
+        .unwrap();
     eprintln!(
         "no routes: a and b handshaked both ways {:.2} s after start",
         started.elapsed().as_secs_f64()
     );
-    ping_over_mesh(a, &ips[1]);
-    ping_over_mesh(b, &ips[0]);
-    for (h, other_key, other_ip) in [(a, &keys[1], b.ip()), (b, &keys[0], a.ip())] {
-        let p = peer(h, other_key).unwrap();
-        assert_eq!(p["endpoint_method"], "lan", "{p}");
-        let endpoint = p["endpoint"].as_str().unwrap();
+    ping_over_mesh(a, &st[1].mesh_ip);
+    ping_over_mesh(b, &st[0].mesh_ip);
+    for (h, other_key, other_ip) in [
+        (a, &st[1].public_key, b.ip()),
+        (b, &st[0].public_key, a.ip()),
+    ] {
+        let p = listed_peer(h, other_key);
+        assert_eq!(p.endpoint_method.as_deref(), Some("lan"), "{p:?}");
+        let endpoint = p
+            .endpoint
+            .as_deref()
+            .unwrap_or_else(|| panic!("{}: no endpoint: {p:?}", h.name()));
         assert!(
             endpoint.starts_with(&format!("{other_ip}:")),
             "{}: endpoint {endpoint} is not the LAN source address {other_ip}",
             h.name()
         );
-        let layer = wait_lan_state(&lab, h, "running", Some("eth0"));
-        assert!(
-            layer["last_success_seconds_ago"].as_u64().is_some(),
-            "{layer}"
-        );
+        let layer = wait_lan_state(h, "running", Some("eth0"));
+        assert!(layer.last_success_seconds_ago.is_some(), "{layer:?}");
     }
 }
 
@@ -230,65 +176,58 @@ fn a_host_whose_leg_is_down_at_start_reports_retrying_then_joins() {
         .unwrap();
     let (a, b) = (lab.host("a"), lab.host("b"));
     a.cut_link().unwrap();
-    let secret = write_secret(&lab, "mesh.secret");
-    start_daemon(a, &secret);
-    start_daemon(b, &secret);
-    let hosts = [a, b];
-    let (keys, ips) = wait_up(&hosts);
+    let (daemons, st) = start_daemons(&lab, &[a, b]);
+    let daemon_a = &daemons[0];
 
-    let layer = wait_lan_state(&lab, a, "retrying", None);
-    let error = layer["last_error"].as_str().unwrap_or_default();
+    let layer = wait_lan_state(a, "retrying", None);
+    let error = layer.last_error.as_deref().unwrap_or_default();
     assert!(
         error.contains("no up, multicast-capable IPv4 interface besides wg0")
             && error.contains("eth0 is down"),
-        "last_error: {layer}"
+        "last_error: {layer:?}"
     );
-    assert!(
-        layer["last_error_seconds_ago"].as_u64().is_some(),
-        "{layer}"
-    );
+    assert!(layer.last_error_seconds_ago.is_some(), "{layer:?}");
     // The task is alive and says so; it is not restarting.
-    let st = status(a).unwrap();
-    let task = st["tasks"]
-        .as_array()
-        .unwrap()
+    let status_a = daemon_a.status().unwrap();
+    let task = status_a
+        .tasks
         .iter()
-        .find(|t| t["name"] == "lan-discovery")
-        .cloned()
-        .unwrap();
-    assert_eq!(task["state"], "running", "{task}");
-    assert_eq!(task["restarts"], 0, "{task}");
+        .find(|t| t.name == "lan-discovery")
+        .unwrap_or_else(|| panic!("no lan-discovery task: {:?}", status_a.tasks));
+    assert_eq!(task.state, "running", "{task:?}");
+    assert_eq!(task.restarts, 0, "{task:?}");
     // A few announce rounds with the leg down: still retrying, no peers.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(lan_layer(a)["state"], "retrying");
-    assert!(peers(a).is_empty(), "{:?}", peers(a));
+    let status_a = daemon_a.status().unwrap();
+    assert_eq!(
+        lan_layer(&status_a).state,
+        "retrying",
+        "{:?}",
+        lan_layer(&status_a)
+    );
+    let peers_a = daemon_a.peers().unwrap().peers;
+    assert!(peers_a.is_empty(), "{peers_a:?}");
 
     let healed = Instant::now();
     a.heal_link().unwrap();
-    let formed = lab::wait_until(Duration::from_secs(30), || full_mesh(&hosts, &keys));
-    if !formed {
-        lab.print_logs(40);
-    }
-    assert!(formed, "a did not mesh within 30 s after its leg came up");
+    daemon::wait_full_mesh(&[a, b], MESH_UP)
+        .context("a did not mesh within 30 s after its leg came up")
+        .unwrap();
     eprintln!(
         "late leg: a and b handshaked both ways {:.2} s after a's leg came up",
         healed.elapsed().as_secs_f64()
     );
-    let layer = wait_lan_state(&lab, a, "running", Some("eth0"));
+    let layer = wait_lan_state(a, "running", Some("eth0"));
     assert!(
-        layer["last_error"]
-            .as_str()
+        layer
+            .last_error
+            .as_deref()
             .is_some_and(|e| e.contains("eth0 is down")),
-        "the last error stays visible after recovery: {layer}"
+        "the last error stays visible after recovery: {layer:?}"
     );
-    ping_over_mesh(a, &ips[1]);
-    ping_over_mesh(b, &ips[0]);
-    let logs = lab
-        .processes()
-        .into_iter()
-        .find(|p| p.host() == "a")
-        .unwrap()
-        .logs();
+    ping_over_mesh(a, &st[1].mesh_ip);
+    ping_over_mesh(b, &st[0].mesh_ip);
+    let logs = daemon_a.process().logs();
     assert!(logs.contains("LAN discovery: joined 239.192."), "{logs}");
 }
 
@@ -306,35 +245,39 @@ fn a_host_on_two_lans_learns_peers_on_both() {
         .unwrap();
     let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
     assert_subnet_routes_only(b);
-    let secret = write_secret(&lab, "mesh.secret");
     let started = Instant::now();
-    for h in [a, b, c] {
-        start_daemon(h, &secret);
-    }
-    let (keys, ips) = wait_up(&[a, b, c]);
-    let (key_a, key_c) = (&keys[0], &keys[2]);
-    let both = lab::wait_until(Duration::from_secs(30), || {
-        handshaked(b, key_a) && handshaked(b, key_c) && handshaked(a, &keys[1])
+    let (_daemons, st) = start_daemons(&lab, &[a, b, c]);
+    let (key_a, key_b, key_c) = (&st[0].public_key, &st[1].public_key, &st[2].public_key);
+    // Retries only while the handshakes are missing; an API error fails at once.
+    let both = lab::wait_until(MESH_UP, || {
+        daemon::handshaked(b, key_a).unwrap()
+            && daemon::handshaked(b, key_c).unwrap()
+            && daemon::handshaked(a, key_b).unwrap()
     });
-    if !both {
-        lab.print_logs(40);
-    }
-    assert!(both, "b did not handshake with a (LAN 1) and c (LAN 2)");
+    assert!(
+        both,
+        "b did not handshake with a (LAN 1) and c (LAN 2) within 30 s; b lists {:#?}\na lists {:#?}",
+        daemon::peers(b).unwrap().peers,
+        daemon::peers(a).unwrap().peers
+    );
     eprintln!(
         "two LANs: b handshaked with a and c {:.2} s after start",
         started.elapsed().as_secs_f64()
     );
     for (key, leg_ip) in [(key_a, a.ip_on(1).unwrap()), (key_c, c.ip_on(2).unwrap())] {
-        let p = peer(b, key).unwrap();
-        assert_eq!(p["endpoint_method"], "lan", "{p}");
-        let endpoint = p["endpoint"].as_str().unwrap();
+        let p = listed_peer(b, key);
+        assert_eq!(p.endpoint_method.as_deref(), Some("lan"), "{p:?}");
+        let endpoint = p
+            .endpoint
+            .as_deref()
+            .unwrap_or_else(|| panic!("b: no endpoint: {p:?}"));
         assert!(
             endpoint.starts_with(&format!("{leg_ip}:")),
             "b: endpoint {endpoint}, expected {leg_ip}"
         );
     }
-    wait_lan_state(&lab, b, "running", Some("eth0, eth1"));
-    wait_lan_state(&lab, a, "running", Some("eth0"));
-    ping_over_mesh(b, &ips[0]);
-    ping_over_mesh(b, &ips[2]);
+    wait_lan_state(b, "running", Some("eth0, eth1"));
+    wait_lan_state(a, "running", Some("eth0"));
+    ping_over_mesh(b, &st[0].mesh_ip);
+    ping_over_mesh(b, &st[2].mesh_ip);
 }
