@@ -68,22 +68,7 @@ impl Daemon {
     ///
     /// When the process cannot be started.
     pub fn start(exe: &Exe, host: &Host, secret_file: &Path, extra_args: &[&str]) -> Result<Self> {
-        let process = exe
-            .in_host(host, "wgmeshd")
-            .args(["--log-level", "debug", "join", "--wg-backend", "userspace"])
-            .arg("--secret-file")
-            .arg(secret_file)
-            .arg("--state-dir")
-            .arg(host.state_dir())
-            .arg("--socket")
-            .arg(host.socket_path())
-            .args(extra_args)
-            .spawn()
-            .with_context(|| format!("start wgmeshd on {}", host.name()))?;
-        Ok(Self {
-            host: host.clone(),
-            process,
-        })
+        Self::start_with_env(exe, host, secret_file, extra_args, &[])
     }
 
     /// [`Daemon::start`] with environment variables `envs` set for the daemon (the rest of the

@@ -565,6 +565,44 @@ fn an_introducer_opens_a_dropping_nftables_firewall_and_closes_it_at_exit() {
     relay.assert_relayed();
     stop_daemon(&relay.daemon);
     assert!(nft_ours(&b).is_empty(), "rules left: {:?}", nft_ours(&b));
+    // The crashed run switched forwarding on; the original values were recorded before that, so
+    // the run after it still restores them, not the crashed run's leftovers.
+    assert_eq!(
+        sysctls(&b),
+        relay.sysctls_before,
+        "sysctls after a crash and a clean run"
+    );
+
+    // A crash, then a start as a plain node: it restores the settings and removes the rules at
+    // once, and changes nothing itself.
+    relay.restart_daemon();
+    relay.daemon.process().kill().unwrap();
+    assert_eq!(sysctls(&b), ["1", "1"], "the crash restored the sysctls");
+    relay.introducer = false;
+    relay.restart_daemon();
+    assert!(
+        nft_ours(&b).is_empty(),
+        "leftovers kept: {:?}",
+        nft_ours(&b)
+    );
+    assert_eq!(
+        sysctls(&b),
+        relay.sysctls_before,
+        "sysctls of the crashed run kept"
+    );
+    assert!(
+        relay
+            .daemon
+            .process()
+            .stderr()
+            .contains("the last run as an introducer did not clean up")
+    );
+    stop_daemon(&relay.daemon);
+    assert_eq!(
+        stateless_ruleset(&b),
+        relay.ruleset_before,
+        "the operator's ruleset is not as it was"
+    );
 }
 
 #[test]
