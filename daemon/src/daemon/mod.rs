@@ -20,6 +20,7 @@ mod teardown;
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -163,11 +164,12 @@ pub async fn run(
     let (wg, backend_reason) = AnyWireGuard::open(&net, opts.wg_backend, iface, port)
         .await
         .context("cannot create the WireGuard device")?;
-    let mut teardown = Teardown::new(net.clone(), iface, wg);
+    let wg = Arc::new(wg);
+    let mut teardown = Teardown::new(net.clone(), iface, wg.clone());
 
     // 3 and 4. Everything from here ends with the teardown, whatever happens.
     let result = operate(
-        Node::new(&opts, &keys, id, net, &teardown, port, backend_reason),
+        Node::new(&opts, &keys, id, net, wg, port, backend_reason),
         listener,
         &mut teardown,
         shutdown,
@@ -190,13 +192,12 @@ pub async fn run(
 }
 
 async fn operate(
-    node: Node,
+    mut node: Node,
     listener: api::ApiListener,
     teardown: &mut Teardown,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut node = node;
     node.configure_interface(teardown).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let (supervisor, mut fatal) = Supervisor::new(cancel.clone());

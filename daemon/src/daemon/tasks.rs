@@ -56,7 +56,7 @@ pub struct Node {
     mesh: MeshNetworks,
     private_key: Arc<PrivateKey>,
     net: Netlink,
-    wg: Option<Arc<AnyWireGuard>>,
+    wg: Arc<AnyWireGuard>,
     ifindex: u32,
     store: Arc<PeerStore>,
     local: watch::Sender<LocalNode>,
@@ -64,17 +64,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node for `opts` with identity `id` on the device `teardown` owns.
+    /// The node for `opts` with identity `id` on the device `wg`.
     pub fn new(
         opts: &JoinOptions,
         keys: &DerivedKeys,
         id: Identity,
         net: Netlink,
-        teardown: &Teardown,
+        wg: Arc<AnyWireGuard>,
         port: u16,
         backend_reason: String,
     ) -> Self {
-        let wg = teardown.device();
         let mesh_v4 = opts
             .mesh_subnet
             .map_or_else(|| legacy_subnet(keys), |s| s.as_net());
@@ -111,7 +110,7 @@ impl Node {
                 mesh_subnet: mesh_v4.to_string(),
                 network_id: keys.network_id_short(),
                 listen_port: port,
-                wg_backend: wg.as_ref().map_or("none", |w| w.kind()).to_owned(),
+                wg_backend: wg.kind().to_owned(),
                 wg_backend_reason: backend_reason,
                 uptime_seconds: 0,
                 introducer: opts.introducer,
@@ -224,9 +223,7 @@ impl Node {
 
     /// Spawns every task of the node on `sup`.
     pub async fn spawn_tasks(&self, sup: &Supervisor, listener: api::ApiListener) {
-        let Some(wg) = self.wg.clone() else {
-            return;
-        };
+        let wg = self.wg.clone();
         let initial = match self.net.interfaces().await {
             Ok(list) => list,
             Err(e) => {

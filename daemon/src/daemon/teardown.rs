@@ -32,19 +32,15 @@ pub struct Teardown {
 }
 
 impl Teardown {
-    /// Takes charge of `wg`, the device of `iface`.
-    pub fn new(net: Netlink, iface: &str, wg: AnyWireGuard) -> Self {
+    /// Takes charge of `wg`, the device of `iface`. The tasks hold clones of the same `Arc`;
+    /// [`Teardown::run`] stops the device itself when it holds the last one.
+    pub fn new(net: Netlink, iface: &str, wg: Arc<AnyWireGuard>) -> Self {
         Self {
             net,
             iface: iface.to_owned(),
-            wg: Some(Arc::new(wg)),
+            wg: Some(wg),
             undo: Vec::new(),
         }
-    }
-
-    /// The device, for the tasks. `None` once torn down.
-    pub fn device(&self) -> Option<Arc<AnyWireGuard>> {
-        self.wg.clone()
     }
 
     /// Remembers that forwarding was enabled, with the values to restore and the
