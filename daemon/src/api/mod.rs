@@ -9,9 +9,10 @@
 //! - [`bind`]: the socket's life (stale-file check, bind, mode, group, removal on exit); separate
 //!   from serving so the daemon claims its socket before it touches any device.
 //! - [`serve`]: the accept loop and the per-connection limits (connections at once and per uid,
-//!   time to send a request head, drain on shutdown), with the caller's [`PeerCred`] attached to
-//!   every request.
+//!   with idle connections giving way to new ones; time to send a request head; drain on
+//!   shutdown), with the caller's [`PeerCred`] attached to every request.
 
+mod activity;
 mod auth;
 mod error;
 mod limits;
