@@ -132,13 +132,29 @@ pub async fn get_json(socket: &Path, path: &str) -> Result<serde_json::Value, Cl
     serde_json::from_slice(&body).map_err(|e| unexpected(format!("body is not JSON: {e}")))
 }
 
+/// How long to wait before connecting again when the daemon's accept queue is full.
+const CONNECT_RETRY: Duration = Duration::from_millis(5);
+
+/// Connects to `socket`, trying again while the daemon's accept queue is full (`EAGAIN`: a burst
+/// of other clients, or a local flood the daemon is shedding); the caller's timeout bounds it.
+async fn connect(socket: &Path) -> io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(socket).await {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One request on a fresh connection: status, content type and the whole body.
 async fn get(socket: &Path, path: &str) -> Result<(StatusCode, String, Bytes), ClientError> {
     let http_err = |source| ClientError::Http {
         socket: socket.to_owned(),
         source,
     };
-    let stream = UnixStream::connect(socket)
+    let stream = connect(socket)
         .await
         .map_err(|source| ClientError::Unreachable {
             socket: socket.to_owned(),

@@ -586,24 +586,29 @@ async fn a_flood_in_progress_from_the_clients_own_uid_does_not_starve_it() {
 /// Connects `n` times to `socket` as `uid`: from a thread whose credentials alone are changed
 /// (raw `setresuid`, not libc's process-wide wrapper), since `SO_PEERCRED` records the
 /// connecting thread's credentials. Needs root.
-fn connect_as(uid: u32, socket: &Path, n: usize) -> Vec<UnixStream> {
+/// `n` connections made by a thread running as `uid`. Awaited, not joined: the server runs on
+/// this test's runtime and must keep accepting while the thread connects (a full accept queue
+/// blocks `connect`).
+async fn connect_as(uid: u32, socket: &Path, n: usize) -> Vec<UnixStream> {
     let socket = socket.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         // SAFETY: changes the credentials of this thread only, which exits right after.
         let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
         assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
-        (0..n)
+        let streams = (0..n)
             .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
-            .collect::<Vec<_>>()
-    })
-    .join()
-    .unwrap()
-    .into_iter()
-    .map(|stream| {
-        stream.set_nonblocking(true).unwrap();
-        UnixStream::from_std(stream).unwrap()
-    })
-    .collect()
+            .collect::<Vec<_>>();
+        let _ = tx.send(streams);
+    });
+    rx.await
+        .expect("the connecting thread failed")
+        .into_iter()
+        .map(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            UnixStream::from_std(stream).unwrap()
+        })
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -636,7 +641,7 @@ async fn one_uid_flooding_does_not_starve_another() {
     open_to_everyone(&dir, &socket);
 
     // Enough to fill the global cap three times over, were it not for the per-uid share.
-    let mut flood = connect_as(NOBODY, &socket, 12);
+    let mut flood = connect_as(NOBODY, &socket, 12).await;
     wait_server_connections(&socket, 2).await;
     answered_at_once(&socket).await;
 
@@ -671,9 +676,9 @@ async fn at_the_global_cap_other_uids_idle_connections_make_room_for_root() {
     open_to_everyone(&dir, &socket);
 
     // The small holder's connections are the oldest; the big holder still gives way first.
-    let mut small = connect_as(SMALL, &socket, 3);
+    let mut small = connect_as(SMALL, &socket, 3).await;
     wait_server_connections(&socket, 3).await;
-    let mut big = connect_as(BIG, &socket, 5);
+    let mut big = connect_as(BIG, &socket, 5).await;
     wait_server_connections(&socket, CAP).await;
 
     answered_at_once(&socket).await;
@@ -687,7 +692,7 @@ async fn at_the_global_cap_other_uids_idle_connections_make_room_for_root() {
     // Root has left; with one more connection of the small holder both hold four, and the tie
     // goes to the connection idle the longest.
     wait_server_connections(&socket, CAP - 1).await;
-    small.extend(connect_as(SMALL, &socket, 1));
+    small.extend(connect_as(SMALL, &socket, 1).await);
     wait_server_connections(&socket, CAP).await;
     answered_at_once(&socket).await;
     assert!(is_closed(&mut small[0], Duration::from_secs(1)).await);
@@ -698,7 +703,7 @@ async fn at_the_global_cap_other_uids_idle_connections_make_room_for_root() {
     // A flood from many uids: root is still answered at once, and the server holds the cap.
     let mut many = Vec::new();
     for uid in 61_000..61_050 {
-        many.extend(connect_as(uid, &socket, 4));
+        many.extend(connect_as(uid, &socket, 4).await);
     }
     wait_server_connections(&socket, CAP).await;
     answered_at_once(&socket).await;

@@ -62,7 +62,7 @@ pub async fn bind(path: &Path) -> Result<ApiListener, ApiError> {
         })?;
     }
     remove_stale(path).await?;
-    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
+    let listener = listen(path).map_err(|source| ApiError::Bind {
         path: path.to_owned(),
         source,
     })?;
@@ -185,6 +185,25 @@ impl Drop for SocketFile {
             tracing::warn!(socket = %self.path.display(), error = %err, "cannot remove API socket");
         }
     }
+}
+
+/// Connections the kernel queues for us before `accept`. The accept loop never stops accepting
+/// (a full share or cap evicts an idle connection instead), so the queue only has to absorb a
+/// burst; a short one keeps a client from waiting behind thousands of queued flood connections
+/// (measured: ~75 ms behind the default 4096, under 7 ms behind 128). A client that finds it
+/// full gets `EAGAIN` and retries (`wgmeshctl` does).
+const LISTEN_BACKLOG: i32 = 128;
+
+/// Binds a listening unix socket at `path` with [`LISTEN_BACKLOG`].
+fn listen(path: &Path) -> io::Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(socket),
+    ))
 }
 
 #[cfg(test)]
