@@ -101,8 +101,52 @@ fn start_daemon(
 
 /// Stops `daemon` with SIGTERM: it must exit within 15 s, successfully, after a clean shutdown.
 fn stop_daemon(daemon: &Daemon) {
+    daemon.process().signal(libc::SIGTERM).unwrap();
+    wait_clean_exit(daemon);
+}
+
+/// Stops `daemon` with two SIGTERMs while its API is held open by a client that never finishes
+/// its request (so the first one's wait for the tasks lasts seconds): the second one must cut
+/// that wait short, and the daemon must still tear down and exit successfully.
+fn stop_daemon_twice(daemon: &Daemon) {
+    use std::io::Write as _;
+    let mut stuck = std::os::unix::net::UnixStream::connect(daemon.host().socket_path()).unwrap();
+    stuck
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: wgmeshd\r\n")
+        .unwrap();
     let process = daemon.process();
+    let started = std::time::Instant::now();
     process.signal(libc::SIGTERM).unwrap();
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || process
+            .stderr()
+            .contains("Shutting down; waiting for background tasks")),
+        "the first signal did not start the shutdown"
+    );
+    assert!(
+        process.is_running(),
+        "the API drain did not hold the shutdown open"
+    );
+    process.signal(libc::SIGTERM).unwrap();
+    wait_clean_exit(daemon);
+    assert!(
+        process
+            .stderr()
+            .contains("second signal: not waiting for the tasks; tearing down now"),
+        "{}",
+        process.logs_tail(40)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the second signal did not cut the wait short ({:?})",
+        started.elapsed()
+    );
+    drop(stuck);
+}
+
+/// Waits for `daemon` to exit within 15 s, successfully, after its teardown.
+fn wait_clean_exit(daemon: &Daemon) {
+    let process = daemon.process();
     let status = process
         .wait_timeout(Duration::from_secs(15))
         .unwrap()
@@ -629,7 +673,8 @@ fn an_introducer_opens_a_dropping_legacy_iptables_firewall() {
         "nftables has no dropping chain here"
     );
     relay.assert_relayed();
-    stop_daemon(&relay.daemon);
+    // Two signals: the daemon stops waiting for its tasks, but still tears down.
+    stop_daemon_twice(&relay.daemon);
     assert!(
         forward_rules(b, "iptables-legacy").is_empty(),
         "legacy rule left behind"
