@@ -5,9 +5,18 @@
 //! with a stable `type`. This crate holds only serde types and constants so that the daemon, the
 //! CLI and anyone scripting the API share one definition (no tokio, no axum).
 
+mod control;
+mod events;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use control::{
+    CacheFlushResponse, Change, Health, HealthReason, ReloadChanges, ReloadRequest, ReloadResponse,
+    ReloadSource,
+};
+pub use events::{Event, EventKind};
 
 /// Version of every JSON body this crate describes. Bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -38,6 +47,17 @@ pub mod problem_type {
     pub const OVERLOADED: &str = "urn:wgmesh:problem:overloaded";
     /// Something failed inside the daemon; details are in its log (500).
     pub const INTERNAL: &str = "urn:wgmesh:problem:internal";
+    /// The request is malformed or a field is invalid; `detail` names the field (400).
+    pub const BAD_REQUEST: &str = "urn:wgmesh:problem:bad-request";
+    /// The caller may read but not change the daemon (not root, not in the socket's group) (403).
+    pub const FORBIDDEN: &str = "urn:wgmesh:problem:forbidden";
+    /// A body that is not `application/json` (415).
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:wgmesh:problem:unsupported-media-type";
+    /// The daemon is not healthy (`GET /v1/health`, 503); `detail` lists the reasons.
+    pub const UNHEALTHY: &str = "urn:wgmesh:problem:unhealthy";
+    /// The change was valid but could not be carried out (e.g. the cache file cannot be written);
+    /// nothing was changed (500).
+    pub const FAILED: &str = "urn:wgmesh:problem:failed";
 }
 
 /// An RFC 9457 problem document: the body of every error response.
@@ -97,6 +117,8 @@ pub struct Status {
     pub wg_backend_reason: String,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+    /// Current log level (`debug`, `info`, `warn`, `error`); changes with a reload.
+    pub log_level: String,
     /// Whether this node serves as an introducer (relay and rendezvous point).
     pub introducer: bool,
     /// Networks this node advertises to its peers.
@@ -107,6 +129,27 @@ pub struct Status {
     pub tasks: Vec<TaskStatus>,
     /// Peer counts.
     pub peers: PeerCounts,
+    /// The last reconcile pass, once there was one.
+    pub last_reconcile: Option<ReconcileSummary>,
+    /// Overall health (the same as `GET /v1/health`).
+    pub health: Health,
+}
+
+/// What the last reconcile pass did, in [`Status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileSummary {
+    /// Seconds since it ended.
+    pub seconds_ago: u64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Peers it added to the device.
+    pub added: usize,
+    /// Peers it changed.
+    pub updated: usize,
+    /// Peers it removed.
+    pub removed: usize,
+    /// Peer changes the device refused even one by one.
+    pub failed: usize,
 }
 
 /// One discovery layer in [`Status::discovery`].
@@ -140,16 +183,23 @@ pub struct TaskStatus {
 }
 
 /// Peer counts in [`Status`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerCounts {
     /// Peers in the store.
     pub total: usize,
     /// Peers heard of within the last 5 minutes and not quarantined (configured on the device).
     pub active: usize,
+    /// Peers restored from the peer cache and not yet confirmed by a live source (configured on
+    /// the device, so their handshakes start at once).
+    pub cached: usize,
     /// Peers with a WireGuard handshake in the last 3 minutes.
     pub connected: usize,
     /// Peers excluded for a while after a health eviction.
     pub quarantined: usize,
+    /// Peers silent for 5 minutes (forgotten after 10).
+    pub dead: usize,
+    /// Peers by how their endpoint was learned (`lan`, `dht`, `cache`, …; `none` without one).
+    pub by_via: BTreeMap<String, usize>,
 }
 
 /// `GET /v1/peers`: every known peer.
@@ -157,7 +207,7 @@ pub struct PeerCounts {
 pub struct PeerList {
     /// Schema version of this body.
     pub schema_version: u32,
-    /// Peers, sorted by mesh IP.
+    /// Peers, sorted by mesh IP (then key); `?state=` and `?via=` filter them.
     pub peers: Vec<Peer>,
 }
 
@@ -184,8 +234,9 @@ pub struct Peer {
     pub routable_networks: Vec<String>,
     /// Seconds since the peer was last heard of.
     pub last_seen_seconds_ago: u64,
-    /// `active` (heard of within 5 minutes), `quarantined` (excluded after a health eviction) or
-    /// `dead` (silent for 5 minutes; forgotten after 10).
+    /// `active` (heard of within 5 minutes), `cached` (restored from the peer cache, not yet
+    /// confirmed), `quarantined` (excluded after a health eviction) or `dead` (silent for 5
+    /// minutes; forgotten after 10).
     pub state: String,
     /// Seconds since the last WireGuard handshake, if there was one.
     pub last_handshake_seconds_ago: Option<u64>,
@@ -264,7 +315,23 @@ mod tests {
                 total: 2,
                 active: 1,
                 connected: 1,
-                quarantined: 0,
+                by_via: BTreeMap::from([("lan".to_owned(), 2)]),
+                ..PeerCounts::default()
+            },
+            log_level: "info".into(),
+            last_reconcile: Some(ReconcileSummary {
+                seconds_ago: 1,
+                duration_ms: 3,
+                added: 1,
+                ..ReconcileSummary::default()
+            }),
+            health: Health {
+                healthy: true,
+                reasons: vec![HealthReason {
+                    code: "layer_retrying".into(),
+                    detail: "lan: no multicast-capable interface is up".into(),
+                    critical: false,
+                }],
             },
         };
         let back: Status = serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();

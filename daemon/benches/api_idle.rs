@@ -210,10 +210,7 @@ async fn measure(scenario: Scenario) {
         schema_version: SCHEMA_VERSION,
         peers: vec![],
     });
-    let state = ApiState {
-        status: status_rx,
-        peers: peers_rx,
-    };
+    let (state, _requests) = ApiState::new(status_rx, peers_rx);
     let token = CancellationToken::new();
 
     let listener = bind(&path).await.unwrap();

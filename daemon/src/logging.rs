@@ -43,6 +43,16 @@ impl FromStr for LogLevel {
 }
 
 impl LogLevel {
+    /// The level's name as `--log-level` and the API spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
     fn as_filter(self) -> tracing::level_filters::LevelFilter {
         use tracing::level_filters::LevelFilter;
         match self {

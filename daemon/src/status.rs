@@ -54,6 +54,16 @@ fn connected(inputs: &Inputs<'_>, peer: &Peer) -> bool {
     handshake_is_recent(handshake, inputs.wall)
 }
 
+/// Peers by the method that gave their endpoint (`none` without one).
+fn by_via(peers: &[Peer]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for p in peers {
+        let via = p.endpoint_method.map_or("none", Method::as_str);
+        *counts.entry(via.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// `GET /v1/status` body.
 pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
     let count = |want: Liveness| {
@@ -107,11 +117,15 @@ pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
             .collect(),
         discovery,
         tasks,
+        log_level: inputs.local.log_level.as_str().to_owned(),
         peers: api::PeerCounts {
             total: inputs.peers.len(),
             active: count(Liveness::Active),
             connected: inputs.peers.iter().filter(|p| connected(inputs, p)).count(),
             quarantined: count(Liveness::Quarantined),
+            dead: count(Liveness::Dead),
+            by_via: by_via(inputs.peers),
+            ..api::PeerCounts::default()
         },
         ..facts.base.clone()
     }

@@ -53,10 +53,7 @@ fn state() -> (ApiState, watch::Sender<Status>, watch::Sender<PeerList>) {
         schema_version: SCHEMA_VERSION,
         peers: vec![],
     });
-    let state = ApiState {
-        status: status_rx,
-        peers: peers_rx,
-    };
+    let (state, _requests) = ApiState::new(status_rx, peers_rx);
     (state, status_tx, peers_tx)
 }
 

@@ -14,6 +14,7 @@
 
 mod activity;
 mod auth;
+mod control;
 mod error;
 mod limits;
 mod listener;
@@ -24,10 +25,11 @@ mod slots;
 mod status;
 
 use axum::Router;
-use tokio::sync::watch;
-use wgmesh_api_types::{PeerList, Status};
+use tokio::sync::{broadcast, mpsc, watch};
+use wgmesh_api_types::{Event, PeerList, Status};
 
 pub use auth::PeerCred;
+pub use control::{ControlError, ControlRequest};
 pub use error::ApiError;
 pub use listener::{ApiListener, bind};
 pub use server::{
@@ -45,6 +47,37 @@ pub struct ApiState {
     pub status: watch::Receiver<Status>,
     /// Known peers, served by `GET /v1/peers`.
     pub peers: watch::Receiver<PeerList>,
+    /// Where write requests go (the daemon's `control` task answers them).
+    pub control: mpsc::Sender<ControlRequest>,
+    /// The daemon's events; each `GET /v1/events` stream subscribes.
+    pub events: broadcast::Sender<Event>,
+}
+
+/// Requests waiting for the daemon's `control` task; more get 503 (overloaded) at once.
+pub const CONTROL_QUEUE: usize = 16;
+/// Events buffered for each `GET /v1/events` stream before it skips (and says so).
+pub const EVENT_BUFFER: usize = 1024;
+
+impl ApiState {
+    /// A state serving the snapshots `status` and `peers`, with a fresh event bus and control
+    /// channel; the receiver of the latter is returned for the daemon's `control` task (or a
+    /// test) to answer.
+    pub fn new(
+        status: watch::Receiver<Status>,
+        peers: watch::Receiver<PeerList>,
+    ) -> (Self, mpsc::Receiver<ControlRequest>) {
+        let (control, requests) = mpsc::channel(CONTROL_QUEUE);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        (
+            Self {
+                status,
+                peers,
+                control,
+                events,
+            },
+            requests,
+        )
+    }
 }
 
 /// Builds the API router: every `/v1` route, problem+json fallbacks for unknown paths (404) and

@@ -31,8 +31,7 @@ fn status(uptime: u64) -> Status {
         peers: PeerCounts {
             total: 1,
             active: 1,
-            connected: 0,
-            quarantined: 0,
+            ..PeerCounts::default()
         },
         ..Status::default()
     }
@@ -73,7 +72,7 @@ fn published() -> Published {
     Published {
         status: status_tx,
         _peers: peers_tx,
-        state: ApiState { status, peers },
+        state: ApiState::new(status, peers).0,
     }
 }
 

@@ -13,6 +13,7 @@
 //!    outlives [`run`] unnoticed (seed 004: Go's daemon let five loops run on against an
 //!    interface being deleted).
 
+mod control;
 mod host_changes;
 mod tasks;
 mod teardown;

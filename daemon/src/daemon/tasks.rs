@@ -7,6 +7,7 @@
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `status` | restart | refreshes the API snapshots every second, logs the summary |
+//! | `control` | restart | carries out the API's write requests (reload, cache flush) |
 //! | `api` | critical | serves the control API |
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use anyhow::Context as _;
 use ipnet::{IpNet, Ipv6Net};
 use tokio::sync::watch;
 
+use super::control::Control;
 use super::{JoinOptions, MTU, Teardown, host_changes};
 use crate::api::{self, ApiState};
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
@@ -115,9 +117,8 @@ impl Node {
                 uptime_seconds: 0,
                 introducer: opts.introducer,
                 advertise_routes: Vec::new(),
-                discovery: Default::default(),
-                tasks: Vec::new(),
-                peers: wgmesh_api_types::PeerCounts::default(),
+                log_level: opts.log_level.as_str().to_owned(),
+                ..wgmesh_api_types::Status::default()
             },
             started: Instant::now(),
         };
@@ -300,10 +301,16 @@ impl Node {
         });
         sup.spawn_restarting("status", None, move |ctx| snapshots.clone().run(ctx));
 
-        let state = ApiState {
-            status: status_rx,
-            peers: peers_rx,
-        };
+        let (state, requests) = ApiState::new(status_rx, peers_rx);
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        let control = Arc::new(Control {});
+        sup.spawn_restarting("control", None, move |ctx| {
+            let (control, requests) = (control.clone(), requests.clone());
+            async move {
+                let mut requests = requests.lock().await;
+                control.run(&mut requests, ctx).await
+            }
+        });
         sup.spawn_critical("api", move |ctx| async move {
             api::serve(listener, state, ctx.cancel)
                 .await
