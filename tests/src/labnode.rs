@@ -22,7 +22,11 @@
 //!   `listening` once bound);
 //! - `announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST`: sends one LAN ANNOUNCE sealed with the
 //!   mesh key (as a Go peer's LAN discovery does) as a UDP datagram to `DEST`, so a daemon learns
-//!   a labnode as a peer; the daemon's LAN socket takes unicast as well.
+//!   a labnode as a peer; the daemon's LAN socket takes unicast as well;
+//! - `announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST`: the same for COUNT synthetic
+//!   nodes with the lab keys `FIRST..FIRST+COUNT` ([`crate::node::keypair`]), mesh IPs counted up
+//!   from the 10th address of SUBNET and WireGuard ports from BASE_PORT, paced so that the
+//!   daemon's receive buffer never overflows (`wgmesh-lab bench-api` fills a store with them).
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -50,11 +54,13 @@ pub const COMMANDS: &[&str] = &[
     "udp-echo",
     "udp-check",
     "announce",
+    "announce-many",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
-                     | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST";
+                     | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
+                     | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -119,6 +125,17 @@ where
                     arg(&args, 3)?,
                     arg(&args, 4)?,
                     arg(&args, 5)?,
+                )
+                .await
+            }
+            "announce-many" => {
+                announce_many(
+                    arg(&args, 1)?,
+                    arg(&args, 2)?,
+                    arg(&args, 3)?,
+                    arg(&args, 4)?,
+                    arg(&args, 5)?,
+                    arg(&args, 6)?,
                 )
                 .await
             }
@@ -474,20 +491,17 @@ async fn udp_check(addr: SocketAddr, timeout_ms: u64) -> anyhow::Result<()> {
     bail!("no UDP echo from {addr} within {timeout_ms} ms")
 }
 
-/// Sends one sealed LAN ANNOUNCE for a node with `pubkey`, `mesh_ip` and WireGuard port
-/// `wg_port` to `dest`.
-async fn announce(
-    secret_file: std::path::PathBuf,
+/// One LAN ANNOUNCE datagram for a node with `pubkey`, `mesh_ip` and WireGuard port `wg_port`,
+/// sealed with `envelope` (as a Go peer's LAN discovery sends it).
+fn sealed_announcement(
+    envelope: &wgmeshd::crypto::Envelope,
     pubkey: String,
     mesh_ip: std::net::Ipv4Addr,
     wg_port: u16,
-    dest: SocketAddr,
-) -> anyhow::Result<()> {
-    use wgmeshd::crypto::{DerivedKeys, Envelope, MessageType};
+) -> anyhow::Result<Vec<u8>> {
+    use wgmeshd::crypto::MessageType;
     use wgmeshd::wire::{PROTOCOL, PeerAnnouncement};
 
-    let secret = wgmeshd::config::resolve_secret(None, Some(&secret_file), |_| None)?;
-    let keys = DerivedKeys::derive(&secret);
     let ann = PeerAnnouncement {
         protocol: PROTOCOL.to_owned(),
         wg_pubkey: pubkey,
@@ -501,18 +515,82 @@ async fn announce(
         ..PeerAnnouncement::default()
     };
     ann.validate()?;
-    let datagram = Envelope::new(&keys.gossip_key)
+    envelope
         .seal(MessageType::Announce, &ann)
-        .map_err(|e| anyhow!("cannot seal the announcement: {e}"))?;
+        .map_err(|e| anyhow!("cannot seal the announcement: {e}"))
+}
+
+/// The envelope of the mesh whose secret is in `secret_file`.
+fn mesh_envelope(secret_file: &std::path::Path) -> anyhow::Result<wgmeshd::crypto::Envelope> {
+    use wgmeshd::crypto::{DerivedKeys, Envelope};
+
+    let secret = wgmeshd::config::resolve_secret(None, Some(secret_file), |_| None)?;
+    let keys = DerivedKeys::derive(&secret);
+    Ok(Envelope::new(&keys.gossip_key))
+}
+
+async fn udp_socket_for(dest: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
     let bind: SocketAddr = if dest.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
     }
     .parse()?;
-    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    Ok(tokio::net::UdpSocket::bind(bind).await?)
+}
+
+/// Sends one sealed LAN ANNOUNCE for a node with `pubkey`, `mesh_ip` and WireGuard port
+/// `wg_port` to `dest`.
+async fn announce(
+    secret_file: std::path::PathBuf,
+    pubkey: String,
+    mesh_ip: std::net::Ipv4Addr,
+    wg_port: u16,
+    dest: SocketAddr,
+) -> anyhow::Result<()> {
+    let datagram = sealed_announcement(&mesh_envelope(&secret_file)?, pubkey, mesh_ip, wg_port)?;
+    let sock = udp_socket_for(dest).await?;
     sock.send_to(&datagram, dest)
         .await
         .with_context(|| format!("sending the announcement to {dest}"))?;
+    Ok(())
+}
+
+/// Datagrams sent back to back before [`announce_many`] pauses for [`ANNOUNCE_PAUSE`]: a burst
+/// stays well inside a receive buffer of the default size, and the pause lets the daemon drain it.
+const ANNOUNCE_BURST: usize = 25;
+/// See [`ANNOUNCE_BURST`].
+const ANNOUNCE_PAUSE: Duration = Duration::from_millis(15);
+
+/// Announces `count` synthetic nodes (lab keys `first..first+count`) to `dest`: node `i` has the
+/// mesh IP `subnet`'s address 10 + `i` and the WireGuard port `base_port + i`.
+async fn announce_many(
+    secret_file: std::path::PathBuf,
+    first: u16,
+    count: u16,
+    subnet: ipnet::Ipv4Net,
+    base_port: u16,
+    dest: SocketAddr,
+) -> anyhow::Result<()> {
+    let envelope = mesh_envelope(&secret_file)?;
+    let sock = udp_socket_for(dest).await?;
+    let base = u32::from(subnet.network());
+    for i in 0..count {
+        let key = first
+            .checked_add(i)
+            .ok_or_else(|| anyhow!("key numbers past {}", u16::MAX))?;
+        let ip = std::net::Ipv4Addr::from(base + 10 + u32::from(i));
+        anyhow::ensure!(subnet.contains(&ip), "{count} nodes do not fit in {subnet}");
+        let port = base_port
+            .checked_add(i)
+            .ok_or_else(|| anyhow!("ports past {}", u16::MAX))?;
+        let datagram = sealed_announcement(&envelope, crate::node::keypair(key).1, ip, port)?;
+        sock.send_to(&datagram, dest)
+            .await
+            .with_context(|| format!("sending announcement {i} to {dest}"))?;
+        if usize::from(i) % ANNOUNCE_BURST == ANNOUNCE_BURST - 1 {
+            tokio::time::sleep(ANNOUNCE_PAUSE).await;
+        }
+    }
     Ok(())
 }

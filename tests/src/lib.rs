@@ -5,6 +5,7 @@
 //! - [`node`]: the data-plane driver (`wgmesh-labnode serve`) for tests below the daemon.
 //! - [`api`]: blocking reads of a daemon's control API, with the CLI's own client.
 //! - [`labnode`]: the multi-call program that runs the daemon, the CLI and the lab tools.
+//! - [`apibench`]: `wgmesh-lab bench-api`, the cost of the control API with a full peer store.
 //!
 //! **Always the code of this build.** Tests never run a `wgmeshd` or `wgmeshctl` binary from
 //! `target/` (an earlier build may have left a stale one) and never run cargo. They run the
@@ -34,6 +35,7 @@
 //! ```
 
 pub mod api;
+pub mod apibench;
 pub mod daemon;
 pub mod lab;
 pub mod labnode;

@@ -11,6 +11,10 @@
 //! userspace device creation, applying and reading back 1000 peers in one call, and TCP
 //! throughput through a tunnel between two hosts, next to the same path without the tunnel.
 //!
+//! `wgmesh-lab bench-api [--peers N] [--requests N] [--idle-secs N]` measures what the control
+//! API costs a daemon holding N synthetic peers (default 1000): its idle CPU, `GET /v1/peers` and
+//! `GET /v1/status` latency, and how soon a change shows ([`wgmesh_tests::apibench`]).
+//!
 //! `wgmesh-lab` is also the multi-call program of the lab ([`wgmesh_tests::labnode`]): the hosts
 //! run this very executable with a hidden subcommand (`wgmeshd …`, `wgmeshctl …`, `serve`,
 //! `tcp-check …`), so `cargo run --bin wgmesh-lab`, which builds only this binary, always runs the
@@ -39,9 +43,10 @@ fn main() -> ExitCode {
         Some("demo") if args.get(1).map(String::as_str) == Some("down") => demo_down(),
         Some("demo") => number_flag(&args, "--nodes", 3).and_then(demo),
         Some("bench") => number_flag(&args, "--runs", 5).and_then(bench),
+        Some("bench-api") => bench_api(&args),
         _ => {
             eprintln!(
-                "usage (as root):\n  wgmesh-lab demo [--nodes N]   start a mesh of N nodes (default 3) until Ctrl-C\n  wgmesh-lab demo down          remove what a killed demo left behind\n  wgmesh-lab bench [--runs N]   measure the data plane"
+                "usage (as root):\n  wgmesh-lab demo [--nodes N]   start a mesh of N nodes (default 3) until Ctrl-C\n  wgmesh-lab demo down          remove what a killed demo left behind\n  wgmesh-lab bench [--runs N]   measure the data plane\n  wgmesh-lab bench-api [--peers N] [--requests N] [--idle-secs N]\n                                measure the control API with N peers (default 1000)"
             );
             return ExitCode::from(2);
         }
@@ -183,6 +188,25 @@ fn bench(runs: usize) -> anyhow::Result<()> {
         let (med, min, max) = stats(samples.iter().map(get).collect());
         println!("{name:<44} {med:>10.1} {min:>10.1} {max:>10.1}");
     }
+    Ok(())
+}
+
+fn bench_api(args: &[String]) -> anyhow::Result<()> {
+    if !wgmesh_tests::lab::require_root() {
+        bail!("the lab needs root");
+    }
+    let peers = number_flag(args, "--peers", 1000)?;
+    let opts = wgmesh_tests::apibench::Options {
+        peers: u16::try_from(peers)
+            .ok()
+            .filter(|p| (1..=1000).contains(p))
+            .context("--peers must be between 1 and 1000 (the store's cap)")?,
+        requests: number_flag(args, "--requests", 2000)?.max(1),
+        idle: Duration::from_secs(number_flag(args, "--idle-secs", 60)? as u64),
+        settle: Duration::from_secs(15),
+    };
+    let report = wgmesh_tests::apibench::run(&Exe::current()?, opts)?;
+    wgmesh_tests::apibench::print(&report, &opts);
     Ok(())
 }
 

@@ -1,0 +1,359 @@
+//! `wgmesh-lab bench-api`: what the control API costs a daemon with a full peer store.
+//!
+//! A real `wgmeshd join` (userspace WireGuard, `--log-level info`) runs in lab host `d`; a second
+//! host `g` announces N synthetic nodes to it as sealed LAN ANNOUNCEs (unicast to its LAN port,
+//! `wgmesh-labnode announce-many`), so the store, the device and the API all hold N peers exactly
+//! as if they had been discovered. Then, in this order:
+//!
+//! 1. **idle**: after a settle time, the daemon's CPU time over an idle window (no API request,
+//!    no announcement), from `utime + stime` in `/proc/<pid>/stat`, as a share of one core; also
+//!    split by thread name (`/proc/<pid>/task/*/stat`) so the data plane's share is visible;
+//! 2. **first read after idle**: one `GET /v1/peers`, the case where nothing was read for a while;
+//! 3. **latency**: `GET /v1/peers` and `GET /v1/status`, each on a connection of its own (as
+//!    `wgmeshctl` does), one after the other, p50/p99/max of connect-to-last-byte;
+//! 4. **freshness**: one synthetic node announces a new WireGuard port; the time until
+//!    `GET /v1/peers` shows the new endpoint (polled every 2 ms), median of a few rounds.
+//!
+//! The client is a minimal HTTP/1.1 `GET` over a blocking `UnixStream` that only reads the
+//! response to its end: it measures the daemon, not a client's JSON parsing (a 1000-peer body
+//! takes a JSON parser longer than the daemon takes to send it). Nothing here is asserted: the
+//! numbers are printed for the README and the targets.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::Exe;
+use crate::daemon::{self, Daemon};
+use crate::lab::{Host, Lab};
+
+/// First lab key number of the synthetic nodes (clear of the keys other lab tools use).
+const FIRST_KEY: u16 = 20_000;
+/// WireGuard port of synthetic node 0 (node `i` has `BASE_PORT + i`).
+const BASE_PORT: u16 = 30_000;
+/// Rounds of the freshness measurement.
+const FRESHNESS_ROUNDS: usize = 5;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Synthetic peers in the daemon's store (its cap is 1000).
+    pub peers: u16,
+    /// Requests per latency row.
+    pub requests: usize,
+    /// Length of the idle window.
+    pub idle: Duration,
+    /// Time between the last peer appearing and the idle window (reconcile passes, handshake
+    /// kicks and the first handshake retries of the new peers happen here).
+    pub settle: Duration,
+}
+
+/// Latency figures of one route, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+    /// Response size in bytes (the last response).
+    pub bytes: usize,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Peers the daemon listed.
+    pub peers: usize,
+    /// Daemon CPU over the idle window, percent of one core.
+    pub idle_cpu_percent: f64,
+    /// The idle window's CPU by thread name, percent of one core, largest first.
+    pub idle_by_thread: Vec<(String, f64)>,
+    /// `GET /v1/peers` right after the idle window, in ms.
+    pub first_read_ms: f64,
+    /// `GET /v1/peers`.
+    pub peers_latency: Latency,
+    /// `GET /v1/status`.
+    pub status_latency: Latency,
+    /// Announcement sent → `GET /v1/peers` shows it, median ms.
+    pub freshness_ms: f64,
+}
+
+/// Runs the whole measurement in a fresh lab.
+///
+/// # Errors
+///
+/// Lab, daemon or API failures, and a daemon that does not list every synthetic peer.
+pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
+    let lab = Lab::one_lan("benchapi", &["d", "g"])?;
+    let (d, g) = (lab.host("d"), lab.host("g"));
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(exe, &secret)?;
+    let daemon = Daemon::start(exe, d, &secret, &["--log-level", "info"])?;
+    let status = daemon.wait_api(Duration::from_secs(20))?;
+    let lan_port = {
+        let s = wgmeshd::config::resolve_secret(None, Some(&secret), |_| None)?;
+        wgmeshd::crypto::DerivedKeys::derive(&s).lan_multicast().port()
+    };
+    let dest = format!("{}:{lan_port}", d.ip());
+    let socket = d.socket_path();
+
+    eprintln!("announcing {} synthetic peers…", opts.peers);
+    let want = usize::from(opts.peers);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Idempotent: a datagram lost in a full buffer is simply sent again in the next round.
+        announce(exe, g, &secret, &status.mesh_subnet, opts.peers, BASE_PORT, &dest)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let st = daemon.status()?;
+        if st.peers.total >= want && st.peers.active >= want {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the daemon knows {} of {want} synthetic peers after 60 s",
+                st.peers.total
+            );
+        }
+    }
+    let listed = daemon.peers()?.peers.len();
+    eprintln!("{listed} peers listed; settling for {:?}…", opts.settle);
+    std::thread::sleep(opts.settle);
+
+    eprintln!("idle for {:?}…", opts.idle);
+    let pid = daemon.process().pid();
+    let before = cpu_by_thread(pid)?;
+    let started = Instant::now();
+    std::thread::sleep(opts.idle);
+    let after = cpu_by_thread(pid)?;
+    let wall = started.elapsed().as_secs_f64();
+    let (idle_cpu_percent, idle_by_thread) = idle_share(&before, &after, wall);
+
+    let first = Instant::now();
+    get(&socket, "/v1/peers")?;
+    let first_read_ms = ms(first.elapsed());
+
+    eprintln!("{} requests per route…", opts.requests);
+    let peers_latency = latency(&socket, "/v1/peers", opts.requests)?;
+    let status_latency = latency(&socket, "/v1/status", opts.requests)?;
+
+    eprintln!("freshness…");
+    let mut rounds = Vec::new();
+    for round in 1..=FRESHNESS_ROUNDS {
+        // Node 0 moves to a port no other node uses.
+        let port = BASE_PORT - u16::try_from(round).unwrap_or(1);
+        let needle = format!("\"{}:{port}\"", g.ip());
+        let sent = Instant::now();
+        // The labnode's start (a few ms) counts too: the figure is an upper bound.
+        announce(exe, g, &secret, &status.mesh_subnet, 1, port, &dest)?;
+        let deadline = sent + Duration::from_secs(5);
+        loop {
+            let body = get(&socket, "/v1/peers")?;
+            if body.contains(&needle) {
+                rounds.push(ms(sent.elapsed()));
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the new endpoint {needle} did not show within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    rounds.sort_by(f64::total_cmp);
+    Ok(Report {
+        peers: listed,
+        idle_cpu_percent,
+        idle_by_thread,
+        first_read_ms,
+        peers_latency,
+        status_latency,
+        freshness_ms: rounds[rounds.len() / 2],
+    })
+}
+
+/// Synthetic nodes `0..count` announce themselves from `host`, node `i` with WireGuard port
+/// `port + i`.
+fn announce(
+    exe: &Exe,
+    host: &Host,
+    secret: &Path,
+    subnet: &str,
+    count: u16,
+    port: u16,
+    dest: &str,
+) -> anyhow::Result<()> {
+    exe.in_host(host, "announce-many")
+        .arg(secret)
+        .args([
+            FIRST_KEY.to_string(),
+            count.to_string(),
+            subnet.to_owned(),
+            port.to_string(),
+            dest.to_owned(),
+        ])
+        .output_ok()
+        .map(drop)
+        .context("wgmesh-labnode announce-many")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `GET path` on the socket, on a connection of its own; the body.
+fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: wgmeshd\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8(response).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("response without a head")?;
+    ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {}",
+        head.lines().next().unwrap_or_default()
+    );
+    Ok(body.to_owned())
+}
+
+fn latency(socket: &Path, path: &str, requests: usize) -> anyhow::Result<Latency> {
+    let mut times = Vec::with_capacity(requests);
+    let mut bytes = 0;
+    for _ in 0..requests.max(1) {
+        let t = Instant::now();
+        bytes = get(socket, path)?.len();
+        times.push(ms(t.elapsed()));
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    Ok(Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: times[times.len() - 1],
+        bytes,
+    })
+}
+
+/// CPU ticks (`utime + stime`) of every thread of `pid`, by thread id: (name, ticks).
+fn cpu_by_thread(pid: u32) -> anyhow::Result<Vec<(u64, String, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        out.push(parse_stat(tid, &stat)?);
+    }
+    Ok(out)
+}
+
+/// (tid, comm, utime + stime) from a `stat` line; `comm` is in parentheses and may hold spaces.
+fn parse_stat(tid: u64, stat: &str) -> anyhow::Result<(u64, String, u64)> {
+    let open = stat.find('(').context("stat without comm")?;
+    let close = stat.rfind(')').context("stat without comm")?;
+    let comm = stat[open + 1..close].to_owned();
+    // After the comm: field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("short stat line")?
+            .parse()
+            .context("stat field")
+    };
+    Ok((tid, comm, tick(11)? + tick(12)?))
+}
+
+/// Total and per-thread-name CPU between two samples over `wall` seconds, percent of one core.
+fn idle_share(
+    before: &[(u64, String, u64)],
+    after: &[(u64, String, u64)],
+    wall: f64,
+) -> (f64, Vec<(String, f64)>) {
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (tid, name, ticks) in after {
+        let was = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(0, |(_, _, t)| *t);
+        *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(was);
+    }
+    let pct = |ticks: u64| ticks as f64 / hz / wall * 100.0;
+    let total = pct(by_name.values().sum());
+    let mut threads: Vec<(String, f64)> = by_name
+        .into_iter()
+        .filter(|(_, t)| *t > 0)
+        .map(|(n, t)| (n, pct(t)))
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (total, threads)
+}
+
+/// Prints `report` as the table the README quotes.
+pub fn print(report: &Report, opts: &Options) {
+    println!(
+        "wgmesh API bench: {} peers in the store, {} requests per route (one connection each), idle window {} s",
+        report.peers,
+        opts.requests,
+        opts.idle.as_secs()
+    );
+    println!("{:<52} {:>10}", "metric", "value");
+    let row = |name: &str, v: String| println!("{name:<52} {v:>10}");
+    row(
+        "idle daemon CPU (% of one core)",
+        format!("{:.2}", report.idle_cpu_percent),
+    );
+    for (name, pct) in &report.idle_by_thread {
+        row(&format!("  thread {name}"), format!("{pct:.2}"));
+    }
+    row(
+        "first GET /v1/peers after idle (ms)",
+        format!("{:.2}", report.first_read_ms),
+    );
+    for (route, l) in [
+        ("GET /v1/peers", report.peers_latency),
+        ("GET /v1/status", report.status_latency),
+    ] {
+        row(&format!("{route} p50 (ms)"), format!("{:.2}", l.p50));
+        row(&format!("{route} p99 (ms)"), format!("{:.2}", l.p99));
+        row(&format!("{route} max (ms)"), format!("{:.2}", l.max));
+        row(&format!("{route} body (bytes)"), l.bytes.to_string());
+    }
+    row(
+        "announcement -> visible in GET /v1/peers (ms, median)",
+        format!("{:.1}", report.freshness_ms),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_spaces_in_the_name_parse() {
+        let line = "4242 (tokio-runtime w) S 1 2 3 4 5 6 7 8 9 10 17 5 0 0 20 0 3 0 100";
+        assert_eq!(
+            parse_stat(4242, line).unwrap(),
+            (4242, "tokio-runtime w".to_owned(), 22)
+        );
+    }
+}
