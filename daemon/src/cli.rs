@@ -111,6 +111,12 @@ pub struct JoinArgs {
     /// interface (comment wgmesh:IFACE); both are undone at exit.
     #[arg(long)]
     introducer: bool,
+    /// Also serve Prometheus metrics (GET /metrics, nothing else) on this TCP address, e.g.
+    /// 127.0.0.1:9586. Off by default; the control API never listens on TCP. The metrics hold
+    /// counts and timings, no keys or addresses, and have no authentication: prefer a loopback
+    /// address or a firewalled one. The same metrics are always on the API socket at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The `wgmeshd` program: parses `args` (the first one is the program name), sets up logging,
@@ -202,6 +208,7 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
         lan_discovery: !args.no_lan_discovery,
         introducer: args.introducer,
         log_level,
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

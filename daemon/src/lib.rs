@@ -15,6 +15,8 @@
 //! - `supervisor`: every long-lived task runs there, by name, restarted or fatal.
 //! - `system` (feature `runtime`): the only code that touches the OS.
 //! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
+//! - `events`, `metrics` (feature `runtime`): the event bus behind `GET /v1/events` and the
+//!   Prometheus counters behind `GET /metrics`.
 //! - `daemon`: the lifecycle that wires all of it together.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
@@ -36,9 +38,13 @@ pub mod discovery;
 #[cfg(feature = "runtime")]
 pub mod engine;
 #[cfg(feature = "runtime")]
+pub mod events;
+#[cfg(feature = "runtime")]
 pub mod identity;
 #[cfg(feature = "runtime")]
 pub mod logging;
+#[cfg(feature = "runtime")]
+pub mod metrics;
 #[cfg(feature = "runtime")]
 pub mod node;
 #[cfg(feature = "runtime")]

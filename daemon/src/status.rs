@@ -1,15 +1,43 @@
 //! What the daemon shows about itself: the API bodies and the periodic summary log, built from
-//! the peer store, the last reconcile pass, this node's facts and the task registry. Pure.
+//! the peer store, the last reconcile pass, this node's facts and the task registry; its health;
+//! and what changed between two views (peer state transitions, the next time one is due). Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, SystemTime};
 
 use wgmesh_api_types as api;
 
 use crate::engine::reconcile::Reconciled;
+use crate::keys::PublicKey;
 use crate::node::LocalNode;
-use crate::peers::{Liveness, Method, Peer, handshake_is_recent};
-use crate::supervisor::{LayerRecord, TaskRecord};
+use crate::peers::{DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
+use crate::supervisor::{LayerRecord, LayerState, TaskRecord, TaskState};
+use crate::system::net::HostInterfaces;
+
+/// Tasks without which the daemon is not doing its job: keeping the device in sync and answering.
+pub const REQUIRED_TASKS: [&str; 2] = ["reconcile", "api"];
+
+/// The mesh interface as the host's interface list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceState {
+    /// Up with carrier.
+    Up,
+    /// Present but down (or without carrier).
+    Down,
+    /// Not in the list.
+    Missing,
+}
+
+impl InterfaceState {
+    /// The state of the interface with index `ifindex` in `interfaces`.
+    pub fn of(interfaces: &HostInterfaces, ifindex: u32) -> Self {
+        match interfaces.iter().find(|i| i.index == ifindex) {
+            None => Self::Missing,
+            Some(i) if i.up => Self::Up,
+            Some(_) => Self::Down,
+        }
+    }
+}
 
 /// What the daemon knows about itself at start: the status body with every field that does not
 /// change while it runs (uptime, node facts, layers and counts are filled in per snapshot).
@@ -34,6 +62,8 @@ pub struct Inputs<'a> {
     pub tasks: &'a [TaskRecord],
     /// Every discovery layer.
     pub layers: &'a BTreeMap<&'static str, LayerRecord>,
+    /// The mesh interface.
+    pub interface: InterfaceState,
     /// Monotonic now (timers of the store and the registry use it).
     pub now: Instant,
     /// Wall-clock now (handshake times are wall-clock).
@@ -66,13 +96,14 @@ fn by_via(peers: &[Peer]) -> BTreeMap<String, usize> {
 
 /// `GET /v1/status` body.
 pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
-    let count = |want: Liveness| {
+    let count_state = |want: &str| {
         inputs
             .peers
             .iter()
-            .filter(|p| p.liveness(inputs.now) == want)
+            .filter(|p| p.liveness(inputs.now).as_str() == want)
             .count()
     };
+    let count = |want: Liveness| count_state(want.as_str());
     let discovery = inputs
         .layers
         .iter()
@@ -125,10 +156,125 @@ pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
             quarantined: count(Liveness::Quarantined),
             dead: count(Liveness::Dead),
             by_via: by_via(inputs.peers),
-            ..api::PeerCounts::default()
+            // By name: the state exists once the peer cache restores peers.
+            cached: count_state("cached"),
         },
+        last_reconcile: inputs.reconciled.last_pass.map(|p| api::ReconcileSummary {
+            seconds_ago: seconds_ago(Some(p.ended), inputs.now).unwrap_or(0),
+            duration_ms: u64::try_from(p.duration.as_millis()).unwrap_or(u64::MAX),
+            added: p.counts.added,
+            updated: p.counts.updated,
+            removed: p.counts.removed,
+            failed: p.counts.failed,
+        }),
+        health: health(inputs.tasks, inputs.layers, inputs.interface),
         ..facts.base.clone()
     }
+}
+
+fn reason(code: &str, detail: String, critical: bool) -> api::HealthReason {
+    api::HealthReason {
+        code: code.to_owned(),
+        detail,
+        critical,
+    }
+}
+
+/// Overall health: critical when the mesh interface is down or missing, a required task
+/// ([`REQUIRED_TASKS`]) is not running, or any task failed; warnings for a task restarting and a
+/// discovery layer retrying. Reasons come interface first, then tasks, then layers, by name.
+pub fn health(
+    tasks: &[TaskRecord],
+    layers: &BTreeMap<&'static str, LayerRecord>,
+    interface: InterfaceState,
+) -> api::Health {
+    let mut reasons = Vec::new();
+    match interface {
+        InterfaceState::Up => {}
+        InterfaceState::Down => reasons.push(reason(
+            "interface_down",
+            "the mesh interface is down".to_owned(),
+            true,
+        )),
+        InterfaceState::Missing => reasons.push(reason(
+            "interface_missing",
+            "the mesh interface does not exist".to_owned(),
+            true,
+        )),
+    }
+    let mut tasks: Vec<&TaskRecord> = tasks.iter().collect();
+    tasks.sort_by_key(|t| t.name);
+    for required in REQUIRED_TASKS {
+        let state = tasks.iter().find(|t| t.name == required).map(|t| t.state);
+        if !matches!(state, Some(TaskState::Running | TaskState::Failed)) {
+            let what = state.map_or("was never started", |s| s.as_str());
+            reasons.push(reason(
+                "task_not_running",
+                format!("{required}: {what}"),
+                true,
+            ));
+        }
+    }
+    for t in tasks {
+        let error = t.last_error.as_deref().unwrap_or("no error recorded");
+        match t.state {
+            TaskState::Failed => {
+                reasons.push(reason("task_failed", format!("{}: {error}", t.name), true))
+            }
+            TaskState::Restarting => reasons.push(reason(
+                "task_restarting",
+                format!("{} (restarted {} times): {error}", t.name, t.restarts),
+                false,
+            )),
+            TaskState::Running | TaskState::Stopped => {}
+        }
+    }
+    for (name, l) in layers {
+        if l.state == LayerState::Retrying {
+            let error = l.last_error.as_deref().unwrap_or("no error recorded");
+            reasons.push(reason("layer_retrying", format!("{name}: {error}"), false));
+        }
+    }
+    api::Health {
+        healthy: !reasons.iter().any(|r| r.critical),
+        reasons,
+    }
+}
+
+/// Every peer's state (`active`, `quarantined`, `dead`, …) at `now`, by key.
+pub fn peer_states(peers: &[Peer], now: Instant) -> HashMap<PublicKey, &'static str> {
+    peers
+        .iter()
+        .map(|p| (p.public_key, p.liveness(now).as_str()))
+        .collect()
+}
+
+/// The peers present in both views whose state differs: (key, before, after), sorted by key.
+/// Peers that appear or disappear are peer added and removed events, not state changes.
+pub fn state_changes(
+    before: &HashMap<PublicKey, &'static str>,
+    after: &HashMap<PublicKey, &'static str>,
+) -> Vec<(PublicKey, &'static str, &'static str)> {
+    let mut changes: Vec<_> = after
+        .iter()
+        .filter_map(|(key, now)| {
+            let was = before.get(key)?;
+            (was != now).then_some((*key, *was, *now))
+        })
+        .collect();
+    changes.sort_by_key(|(key, _, _)| *key);
+    changes
+}
+
+/// The earliest instant after `now` at which a peer's state can change without anything
+/// happening (an active peer going dead, a quarantine ending), if any.
+pub fn next_transition(peers: &[Peer], now: Instant) -> Option<Instant> {
+    peers
+        .iter()
+        .flat_map(|p| [p.last_seen.checked_add(DEAD_AFTER), p.quarantined_until])
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// `GET /v1/peers` body, sorted by mesh IP (peers without one last).
@@ -202,4 +348,308 @@ pub fn summary_line(status: &api::Status, list: &api::PeerList) -> String {
         "mesh: {} peers ({} active, {} connected; {} via LAN)",
         status.peers.total, status.peers.active, status.peers.connected, lan
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::reconcile::PassSummary;
+    use crate::metrics::PassCounts;
+    use crate::system::net::HostInterface;
+
+    fn peer(n: u8, last_seen: Instant) -> Peer {
+        Peer {
+            public_key: PublicKey([n; 32]),
+            hostname: format!("h{n}"),
+            mesh_ip: Some(std::net::Ipv4Addr::new(10, 1, 0, n)),
+            mesh_ipv6: None,
+            endpoint: Some(format!("192.0.2.{n}:51820").parse().unwrap()),
+            endpoint_method: Some(Method::Lan),
+            introducer: false,
+            routable_networks: Vec::new(),
+            nat_type: None,
+            last_seen,
+            discovered_via: vec![Method::Lan],
+            latency: None,
+            quarantined_until: None,
+        }
+    }
+
+    fn task(name: &'static str, state: TaskState) -> TaskRecord {
+        TaskRecord {
+            name,
+            state,
+            restarts: u32::from(state == TaskState::Restarting),
+            last_error: (state != TaskState::Running).then(|| "boom".to_owned()),
+            last_error_at: None,
+        }
+    }
+
+    fn layer(state: LayerState) -> LayerRecord {
+        LayerRecord {
+            state,
+            detail: None,
+            last_error: (state == LayerState::Retrying).then(|| "no interface".to_owned()),
+            last_error_at: None,
+            last_success_at: None,
+        }
+    }
+
+    #[test]
+    fn health_table() {
+        use InterfaceState::*;
+        use LayerState::{Off, Retrying};
+        use TaskState::{Failed, Restarting, Running, Stopped};
+        const OK: &[(&str, TaskState)] = &[("api", Running), ("reconcile", Running)];
+        // (interface, tasks, lan layer, healthy, reasons as "code:critical")
+        type Row = (
+            InterfaceState,
+            &'static [(&'static str, TaskState)],
+            Option<LayerState>,
+            bool,
+            &'static [&'static str],
+        );
+        let table: &[Row] = &[
+            (Up, OK, None, true, &[]),
+            (Up, OK, Some(LayerState::Running), true, &[]),
+            (Up, OK, Some(Off), true, &[]),
+            (Down, OK, None, false, &["interface_down:true"]),
+            (Missing, OK, None, false, &["interface_missing:true"]),
+            (
+                Up,
+                &[("api", Running)],
+                None,
+                false,
+                &["task_not_running:true"],
+            ),
+            (
+                Up,
+                &[("api", Running), ("reconcile", Stopped)],
+                None,
+                false,
+                &["task_not_running:true"],
+            ),
+            (
+                Up,
+                &[("api", Running), ("reconcile", Failed)],
+                None,
+                false,
+                &["task_failed:true"],
+            ),
+            (
+                Up,
+                &[("api", Running), ("reconcile", Running), ("status", Failed)],
+                None,
+                false,
+                &["task_failed:true"],
+            ),
+            (
+                Up,
+                &[
+                    ("api", Running),
+                    ("lan-discovery", Restarting),
+                    ("reconcile", Running),
+                ],
+                Some(Retrying),
+                true,
+                &["task_restarting:false", "layer_retrying:false"],
+            ),
+            (
+                Down,
+                &[("api", Running), ("lan-discovery", Restarting)],
+                Some(Retrying),
+                false,
+                &[
+                    "interface_down:true",
+                    "task_not_running:true",
+                    "task_restarting:false",
+                    "layer_retrying:false",
+                ],
+            ),
+        ];
+        for (iface, tasks, lan, healthy, want) in table {
+            let tasks: Vec<TaskRecord> = tasks.iter().map(|(n, s)| task(n, *s)).collect();
+            let layers: BTreeMap<&'static str, LayerRecord> =
+                lan.iter().map(|s| ("lan", layer(*s))).collect();
+            let h = health(&tasks, &layers, *iface);
+            let got: Vec<String> = h
+                .reasons
+                .iter()
+                .map(|r| format!("{}:{}", r.code, r.critical))
+                .collect();
+            assert_eq!(
+                (h.healthy, got.as_slice()),
+                (
+                    *healthy,
+                    &want.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()[..]
+                ),
+                "{iface:?} {tasks:?} {lan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_details_name_the_task_layer_and_error() {
+        let tasks = [
+            task("api", TaskState::Running),
+            task("lan-discovery", TaskState::Restarting),
+        ];
+        let layers = BTreeMap::from([("lan", layer(LayerState::Retrying))]);
+        let h = health(&tasks, &layers, InterfaceState::Up);
+        let details: Vec<&str> = h.reasons.iter().map(|r| r.detail.as_str()).collect();
+        assert_eq!(
+            details,
+            [
+                "reconcile: was never started",
+                "lan-discovery (restarted 1 times): boom",
+                "lan: no interface",
+            ]
+        );
+    }
+
+    #[test]
+    fn interface_state_follows_the_list_by_index() {
+        let iface = |index, up| HostInterface {
+            index,
+            name: "wg0".into(),
+            up,
+            multicast: false,
+            loopback: false,
+            addresses: Vec::new(),
+        };
+        for (list, want) in [
+            (vec![iface(7, true)], InterfaceState::Up),
+            (vec![iface(7, false)], InterfaceState::Down),
+            (vec![iface(8, true)], InterfaceState::Missing),
+            (vec![], InterfaceState::Missing),
+        ] {
+            assert_eq!(InterfaceState::of(&list, 7), want);
+        }
+    }
+
+    #[test]
+    fn state_changes_table() {
+        let k = |n| PublicKey([n; 32]);
+        let map = |entries: &[(u8, &'static str)]| -> HashMap<PublicKey, &'static str> {
+            entries.iter().map(|(n, s)| (k(*n), *s)).collect()
+        };
+        // (before, after, changes)
+        type Row = (
+            &'static [(u8, &'static str)],
+            &'static [(u8, &'static str)],
+            &'static [(u8, &'static str, &'static str)],
+        );
+        let table: &[Row] = &[
+            (&[], &[], &[]),
+            (&[(1, "active")], &[(1, "active")], &[]),
+            (&[(1, "active")], &[(1, "dead")], &[(1, "active", "dead")]),
+            // Appearing and vanishing are not state changes.
+            (&[(1, "active")], &[(2, "active")], &[]),
+            (
+                &[(2, "quarantined"), (1, "cached")],
+                &[(1, "active"), (2, "active"), (3, "dead")],
+                &[(1, "cached", "active"), (2, "quarantined", "active")],
+            ),
+        ];
+        for (before, after, want) in table {
+            let want: Vec<_> = want.iter().map(|(n, a, b)| (k(*n), *a, *b)).collect();
+            assert_eq!(state_changes(&map(before), &map(after)), want);
+        }
+    }
+
+    #[test]
+    fn next_transition_is_the_earliest_future_change() {
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        let mut quarantined = peer(3, now);
+        quarantined.quarantined_until = Some(now + secs(30));
+        let mut old_quarantine = peer(4, now - secs(100));
+        old_quarantine.quarantined_until = Some(now - secs(1));
+        // (peers, next)
+        let table: Vec<(Vec<Peer>, Option<Instant>)> = vec![
+            (vec![], None),
+            (vec![peer(1, now)], Some(now + DEAD_AFTER)),
+            (
+                vec![peer(1, now), peer(2, now - secs(60))],
+                Some(now - secs(60) + DEAD_AFTER),
+            ),
+            (vec![peer(1, now), quarantined], Some(now + secs(30))),
+            // Already dead, quarantine over: nothing more happens by itself.
+            (vec![peer(5, now - DEAD_AFTER - secs(1))], None),
+            (vec![old_quarantine], Some(now - secs(100) + DEAD_AFTER)),
+        ];
+        for (peers, want) in table {
+            assert_eq!(next_transition(&peers, now), want, "{peers:?}");
+        }
+    }
+
+    #[test]
+    fn status_reports_the_last_pass_health_and_counts() {
+        let now = Instant::now();
+        let tokio_now = tokio::time::Instant::from_std(now);
+        let peers = [
+            peer(1, now),
+            peer(2, now - DEAD_AFTER - Duration::from_secs(1)),
+        ];
+        let reconciled = Reconciled {
+            last_pass: Some(PassSummary {
+                ended: tokio_now - Duration::from_secs(3),
+                duration: Duration::from_millis(12),
+                counts: PassCounts {
+                    added: 2,
+                    failed: 1,
+                    ..PassCounts::default()
+                },
+                changed: true,
+            }),
+            ..Reconciled::default()
+        };
+        let tasks = [
+            task("api", TaskState::Running),
+            task("reconcile", TaskState::Running),
+        ];
+        let local = crate::node::tests::local();
+        let inputs = Inputs {
+            peers: &peers,
+            reconciled: &reconciled,
+            local: &local,
+            tasks: &tasks,
+            layers: &BTreeMap::new(),
+            interface: InterfaceState::Down,
+            now,
+            wall: SystemTime::now(),
+        };
+        let facts = NodeFacts {
+            base: api::Status::default(),
+            started: now,
+        };
+        let st = status(&facts, &inputs);
+        assert_eq!(
+            st.last_reconcile,
+            Some(api::ReconcileSummary {
+                seconds_ago: 3,
+                duration_ms: 12,
+                added: 2,
+                updated: 0,
+                removed: 0,
+                failed: 1,
+            })
+        );
+        assert!(!st.health.healthy);
+        assert_eq!(st.health.reasons[0].code, "interface_down");
+        assert_eq!(
+            (
+                st.peers.total,
+                st.peers.active,
+                st.peers.dead,
+                st.peers.cached
+            ),
+            (2, 1, 1, 0)
+        );
+        let list = peer_list(&inputs);
+        let states: Vec<&str> = list.peers.iter().map(|p| p.state.as_str()).collect();
+        assert_eq!(states, ["active", "dead"]);
+    }
 }

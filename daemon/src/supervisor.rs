@@ -14,12 +14,14 @@
 //!
 //! Discovery layers also publish their own health through a [`LayerHandle`]: `running`,
 //! `retrying` with the last error, or `off`, and when they last succeeded. [`Registry`] holds
-//! both views for `GET /v1/status`.
+//! both views for `GET /v1/status`, and tells its observer ([`Registry::observe`]) about every
+//! change a reader would see ([`RegistryChange`]): the daemon turns those into events and status
+//! rebuilds instead of polling the registry.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -116,10 +118,43 @@ pub struct LayerRecord {
     pub last_success_at: Option<Instant>,
 }
 
+/// A change in the [`Registry`] that a reader of the status would see, as its observer hears it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryChange {
+    /// A task was registered or changed state.
+    Task {
+        /// The task.
+        name: &'static str,
+        /// Its state now.
+        state: TaskState,
+        /// Its last error.
+        error: Option<String>,
+    },
+    /// A layer was registered, changed state, or failed with a new error.
+    Layer {
+        /// The layer.
+        name: &'static str,
+        /// Its state now.
+        state: LayerState,
+        /// Its last error.
+        error: Option<String>,
+    },
+    /// Only what a layer says it uses changed (e.g. LAN discovery's interfaces).
+    LayerDetail {
+        /// The layer.
+        name: &'static str,
+    },
+}
+
+/// Called with every [`RegistryChange`], outside the registry's lock; must not block.
+type Observer = Box<dyn Fn(&RegistryChange) + Send + Sync>;
+
 /// The shared view of every task and layer. Cheap to clone (an `Arc`).
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<RegistryInner>>,
+    /// Set once, by the daemon, before it spawns anything.
+    observer: Arc<OnceLock<Observer>>,
 }
 
 #[derive(Default)]
@@ -150,6 +185,19 @@ impl Registry {
         self.lock().layers.clone()
     }
 
+    /// Calls `observer` with every later change (outside the registry's lock, on the thread that
+    /// made the change, so it must not block). Only one observer: returns false, and ignores
+    /// `observer`, if one is already set.
+    pub fn observe(&self, observer: impl Fn(&RegistryChange) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(observer)).is_ok()
+    }
+
+    fn notify(&self, change: Option<RegistryChange>) {
+        if let (Some(change), Some(observer)) = (change, self.observer.get()) {
+            observer(&change);
+        }
+    }
+
     /// A handle for the discovery layer `name`, registered in state `initial`.
     pub fn layer(&self, name: &'static str, initial: LayerState) -> LayerHandle {
         self.lock().layers.insert(
@@ -162,6 +210,11 @@ impl Registry {
                 last_success_at: None,
             },
         );
+        self.notify(Some(RegistryChange::Layer {
+            name,
+            state: initial,
+            error: None,
+        }));
         LayerHandle {
             name,
             registry: self.clone(),
@@ -169,21 +222,55 @@ impl Registry {
     }
 
     fn set_task(&self, name: &'static str, f: impl FnOnce(&mut TaskRecord)) {
-        let mut inner = self.lock();
-        let record = inner.tasks.entry(name).or_insert(TaskRecord {
-            name,
-            state: TaskState::Running,
-            restarts: 0,
-            last_error: None,
-            last_error_at: None,
-        });
-        f(record);
+        let change = {
+            let mut inner = self.lock();
+            let mut new = false;
+            let record = inner.tasks.entry(name).or_insert_with(|| {
+                new = true;
+                TaskRecord {
+                    name,
+                    state: TaskState::Running,
+                    restarts: 0,
+                    last_error: None,
+                    last_error_at: None,
+                }
+            });
+            let before = record.state;
+            f(record);
+            (new || record.state != before).then(|| RegistryChange::Task {
+                name,
+                state: record.state,
+                error: record.last_error.clone(),
+            })
+        };
+        self.notify(change);
     }
 
     fn set_layer(&self, name: &'static str, f: impl FnOnce(&mut LayerRecord)) {
-        if let Some(record) = self.lock().layers.get_mut(name) {
+        let change = {
+            let mut inner = self.lock();
+            let Some(record) = inner.layers.get_mut(name) else {
+                return;
+            };
+            let before = (
+                record.state,
+                record.last_error.clone(),
+                record.detail.clone(),
+            );
             f(record);
-        }
+            if (record.state, &record.last_error) != (before.0, &before.1) {
+                Some(RegistryChange::Layer {
+                    name,
+                    state: record.state,
+                    error: record.last_error.clone(),
+                })
+            } else if record.detail != before.2 {
+                Some(RegistryChange::LayerDetail { name })
+            } else {
+                None
+            }
+        };
+        self.notify(change);
     }
 }
 
@@ -565,6 +652,83 @@ mod tests {
         assert_eq!(f.error, "panicked: index out of bounds");
         cancel.cancel();
         sup.wait().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_hears_every_visible_change_once() {
+        let cancel = CancellationToken::new();
+        let (sup, _fatal) = Supervisor::new(cancel.clone());
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        assert!(
+            sup.registry()
+                .observe(move |c| sink.lock().unwrap().push(c.clone()))
+        );
+        assert!(!sup.registry().observe(|_| {}), "one observer only");
+        let layer = sup.registry().layer("lan", LayerState::Running);
+        layer.success();
+        layer.running(Some("eth0".to_owned()));
+        layer.running(Some("eth0".to_owned()));
+        layer.retrying(&"no interface");
+        layer.retrying(&"no interface");
+        layer.retrying(&"still none");
+        let runs = Arc::new(AtomicU32::new(0));
+        let counter = runs.clone();
+        sup.spawn_restarting("flaky", None, move |ctx| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    return Err("boom".into());
+                }
+                ctx.cancel.cancelled().await;
+                Ok(())
+            }
+        });
+        settle().await;
+        tokio::time::advance(BACKOFF_MIN).await;
+        settle().await;
+        cancel.cancel();
+        sup.wait().await;
+        let error = |e: &str| Some(e.to_owned());
+        let want = vec![
+            RegistryChange::Layer {
+                name: "lan",
+                state: LayerState::Running,
+                error: None,
+            },
+            RegistryChange::LayerDetail { name: "lan" },
+            RegistryChange::Layer {
+                name: "lan",
+                state: LayerState::Retrying,
+                error: error("no interface"),
+            },
+            RegistryChange::Layer {
+                name: "lan",
+                state: LayerState::Retrying,
+                error: error("still none"),
+            },
+            RegistryChange::Task {
+                name: "flaky",
+                state: TaskState::Running,
+                error: None,
+            },
+            RegistryChange::Task {
+                name: "flaky",
+                state: TaskState::Restarting,
+                error: error("boom"),
+            },
+            RegistryChange::Task {
+                name: "flaky",
+                state: TaskState::Running,
+                error: error("boom"),
+            },
+            RegistryChange::Task {
+                name: "flaky",
+                state: TaskState::Stopped,
+                error: error("boom"),
+            },
+        ];
+        assert_eq!(*heard.lock().unwrap(), want);
     }
 
     #[test]

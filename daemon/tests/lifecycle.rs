@@ -100,6 +100,7 @@ fn options(dirs: &Dirs) -> JoinOptions {
         lan_discovery: false,
         introducer: false,
         log_level: LogLevel::Info,
+        metrics_listen: None,
     }
 }
 
@@ -156,6 +157,26 @@ fn a_live_api_socket_stops_a_second_daemon_before_any_device() {
         let text = format!("{err:#}");
         assert!(text.contains("already serving"), "{text}");
         assert!(d.socket.exists(), "the other daemon's socket was removed");
+        assert_untouched(&d).await;
+        // The failed start released its lock.
+        LockFile::acquire(&lock_path(&d.state, &IFACE.parse().unwrap())).unwrap();
+    });
+}
+
+#[test]
+fn a_busy_metrics_address_stops_the_daemon_before_any_device() {
+    isolated(|| async {
+        let d = dirs();
+        // Any address works in a fresh namespace: its loopback is down, the wildcard is not.
+        let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let mut opts = options(&d);
+        opts.metrics_listen = Some(busy.local_addr().unwrap());
+        let err = run(opts, std::future::pending(), std::future::pending())
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("cannot serve metrics on 0.0.0.0:"), "{text}");
+        assert!(text.contains("already in use"), "{text}");
         assert_untouched(&d).await;
         // The failed start released its lock.
         LockFile::acquire(&lock_path(&d.state, &IFACE.parse().unwrap())).unwrap();

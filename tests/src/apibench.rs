@@ -97,7 +97,9 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let status = daemon.wait_api(Duration::from_secs(20))?;
     let lan_port = {
         let s = wgmeshd::config::resolve_secret(None, Some(&secret), |_| None)?;
-        wgmeshd::crypto::DerivedKeys::derive(&s).lan_multicast().port()
+        wgmeshd::crypto::DerivedKeys::derive(&s)
+            .lan_multicast()
+            .port()
     };
     let dest = format!("{}:{lan_port}", d.ip());
     let socket = d.socket_path();
@@ -107,7 +109,15 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // Idempotent: a datagram lost in a full buffer is simply sent again in the next round.
-        announce(exe, g, &secret, &status.mesh_subnet, opts.peers, BASE_PORT, &dest)?;
+        announce(
+            exe,
+            g,
+            &secret,
+            &status.mesh_subnet,
+            opts.peers,
+            BASE_PORT,
+            &dest,
+        )?;
         std::thread::sleep(Duration::from_millis(500));
         let st = daemon.status()?;
         if st.peers.total >= want && st.peers.active >= want {
@@ -208,8 +218,8 @@ fn ms(d: Duration) -> f64 {
 
 /// `GET path` on the socket, on a connection of its own; the body.
 fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
-    let mut stream = UnixStream::connect(socket)
-        .with_context(|| format!("connect to {}", socket.display()))?;
+    let mut stream =
+        UnixStream::connect(socket).with_context(|| format!("connect to {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,

@@ -1,9 +1,10 @@
 //! The control API: HTTP/1.1 JSON under `/v1` on a unix socket.
 //!
-//! The daemon publishes snapshots on `watch` channels after every reconcile; the API only reads
-//! them, so a slow or misbehaving client can never hold a lock the engine needs. Every error a
-//! client can see, from a handler or a tower layer, is an `application/problem+json` body
-//! ([`wgmesh_api_types::Problem`]) with a stable `type`.
+//! The daemon publishes [`Snapshot`]s (status and peers with their JSON bodies serialised once)
+//! within 50 ms of every change; the API only reads them ([`Snapshots::fresh`]), so a slow or
+//! misbehaving client can never hold a lock the engine needs, and a read costs a copy, not a
+//! build. Every error a client can see, from a handler or a tower layer, is an
+//! `application/problem+json` body ([`wgmesh_api_types::Problem`]) with a stable `type`.
 //!
 //! - [`router`]: the routes and the per-request limits around them, testable with `oneshot`.
 //! - [`bind`]: the socket's life (stale-file check, bind, mode, group, removal on exit); separate
@@ -11,6 +12,8 @@
 //! - [`serve`]: the accept loop and the per-connection limits (connections at once and per uid,
 //!   with idle connections giving way to new ones; time to send a request head; drain on
 //!   shutdown), with the caller's [`PeerCred`] attached to every request.
+//! - [`serve_metrics`]: `GET /metrics` alone on a TCP listener (`join --metrics-listen`); the
+//!   control API itself never listens on TCP.
 
 mod activity;
 mod auth;
@@ -18,39 +21,49 @@ mod control;
 mod error;
 mod limits;
 mod listener;
+mod metrics;
 mod peers;
 mod problem;
 mod server;
 mod slots;
+pub mod snapshot;
 mod status;
 
+use std::sync::Arc;
+
 use axum::Router;
-use tokio::sync::{broadcast, mpsc, watch};
-use wgmesh_api_types::{Event, PeerList, Status};
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{mpsc, watch};
+use wgmesh_api_types::{PeerList, Status};
+
+use crate::events::EventBus;
+use crate::metrics::Metrics;
 
 pub use auth::PeerCred;
 pub use control::{ControlError, ControlRequest};
 pub use error::ApiError;
 pub use listener::{ApiListener, bind};
+pub use metrics::{MAX_METRICS_CONNECTIONS, MetricsListener, serve_metrics};
 pub use server::{
     DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, ServeOptions,
     serve, serve_with,
 };
+pub use snapshot::{Snapshot, SnapshotPublisher, Snapshots};
 
-/// What the handlers read: the latest snapshots the daemon published.
-///
-/// The daemon owns the senders and replaces the values after every reconcile; handlers clone the
-/// current value and never wait for a new one.
+/// What the handlers read and where they report.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    /// Node status, served by `GET /v1/status`.
-    pub status: watch::Receiver<Status>,
-    /// Known peers, served by `GET /v1/peers`.
-    pub peers: watch::Receiver<PeerList>,
+    /// Status and peers as last published by the daemon, with their JSON bodies; handlers call
+    /// [`Snapshots::fresh`].
+    pub snapshots: Snapshots,
     /// Where write requests go (the daemon's `control` task answers them).
     pub control: mpsc::Sender<ControlRequest>,
     /// The daemon's events; each `GET /v1/events` stream subscribes.
-    pub events: broadcast::Sender<Event>,
+    pub events: EventBus,
+    /// The daemon's counters: `GET /metrics` renders them, the request layer counts into them.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Requests waiting for the daemon's `control` task; more get 503 (overloaded) at once.
@@ -59,25 +72,44 @@ pub const CONTROL_QUEUE: usize = 16;
 pub const EVENT_BUFFER: usize = 1024;
 
 impl ApiState {
-    /// A state serving the snapshots `status` and `peers`, with a fresh event bus and control
-    /// channel; the receiver of the latter is returned for the daemon's `control` task (or a
-    /// test) to answer.
-    pub fn new(
-        status: watch::Receiver<Status>,
-        peers: watch::Receiver<PeerList>,
+    /// A state serving `snapshots`, publishing on `events` and counting into `metrics` (the
+    /// daemon's); the receiver of the new control channel is returned for the daemon's `control`
+    /// task to answer.
+    pub fn with_parts(
+        snapshots: Snapshots,
+        events: EventBus,
+        metrics: Arc<Metrics>,
     ) -> (Self, mpsc::Receiver<ControlRequest>) {
         let (control, requests) = mpsc::channel(CONTROL_QUEUE);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         (
             Self {
-                status,
-                peers,
+                snapshots,
                 control,
                 events,
+                metrics,
             },
             requests,
         )
     }
+
+    /// A state serving the values on `status` and `peers` as they are at each request (tests and
+    /// benches), with a fresh event bus, fresh counters and a control channel whose receiver is
+    /// returned for a test to answer.
+    pub fn new(
+        status: watch::Receiver<Status>,
+        peers: watch::Receiver<PeerList>,
+    ) -> (Self, mpsc::Receiver<ControlRequest>) {
+        Self::with_parts(
+            Snapshots::from_values(status, peers),
+            EventBus::new(EVENT_BUFFER),
+            Arc::new(Metrics::default()),
+        )
+    }
+}
+
+/// A pre-serialised JSON body as a 200 response (a reference-count increment, no copy).
+pub(crate) fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Builds the API router: every `/v1` route, problem+json fallbacks for unknown paths (404) and
@@ -90,11 +122,12 @@ pub fn router(state: ApiState) -> Router {
     let routes = Router::new()
         .merge(status::routes())
         .merge(peers::routes())
+        .merge(metrics::routes())
         // After the routes: it installs itself on the routes that exist.
         .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(problem::not_found)
-        .with_state(state);
-    limits::apply(routes)
+        .with_state(state.clone());
+    metrics::count_requests(limits::apply(routes), state.metrics)
 }
 
 #[cfg(test)]

@@ -2,13 +2,17 @@
 //! It answers the API's [`ControlRequest`]s one at a time, so two reloads never interleave.
 
 use tokio::sync::mpsc;
-use wgmesh_api_types::{CacheFlushResponse, ReloadRequest, ReloadResponse};
+use wgmesh_api_types::{CacheFlushResponse, EventKind, ReloadRequest, ReloadResponse};
 
 use crate::api::{ControlError, ControlRequest};
+use crate::events::EventBus;
 use crate::supervisor::{TaskContext, TaskError};
 
 /// What the control task needs to carry out requests.
-pub struct Control {}
+pub struct Control {
+    /// Where applied reloads and cache writes are announced.
+    pub events: EventBus,
+}
 
 impl Control {
     /// Applies a reload.
@@ -43,11 +47,27 @@ impl Control {
             };
             match request {
                 ControlRequest::Reload { request, reply } => {
+                    let result = self.reload(request).await;
+                    if let Ok(r) = &result
+                        && r.applied
+                    {
+                        self.events.publish(EventKind::Reloaded {
+                            source: r.source,
+                            changed: r.changed.clone(),
+                        });
+                    }
                     // A caller that gave up no longer wants the answer.
-                    let _ = reply.send(self.reload(request).await);
+                    let _ = reply.send(result);
                 }
                 ControlRequest::FlushCache { reply } => {
-                    let _ = reply.send(self.flush_cache().await);
+                    let result = self.flush_cache().await;
+                    if let Ok(r) = &result {
+                        self.events.publish(EventKind::CacheFlushed {
+                            path: r.path.clone(),
+                            peers: r.peers,
+                        });
+                    }
+                    let _ = reply.send(result);
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! The daemon's lifecycle: claim, build, run the tasks, stop, tear down.
 //!
 //! 1. **Claim** before touching anything shared: the state directory is checked, the lock file
-//!    `<state-dir>/<iface>.lock` is taken and the API socket is bound. A second `wgmeshd` for the
-//!    same interface or socket fails here, with the first one's device untouched.
+//!    `<state-dir>/<iface>.lock` is taken and the API socket is bound (and the metrics address,
+//!    with `--metrics-listen`). A second `wgmeshd` for the same interface, socket or metrics
+//!    address fails here, with the first one's device untouched.
 //! 2. **Build**: the identity, the WireGuard device (from here on [`Teardown`] owns its removal),
 //!    addresses, MTU, link up, forwarding on an introducer.
 //! 3. **Run**: every task (module `tasks`) on one [`Supervisor`] until the shutdown future completes
@@ -15,6 +16,7 @@
 
 mod control;
 mod host_changes;
+mod observe;
 mod tasks;
 mod teardown;
 
@@ -37,7 +39,8 @@ use crate::system::fs::{LockError, LockFile};
 use crate::system::net::Netlink;
 use crate::system::wg::{AnyWireGuard, BackendChoice};
 
-pub use tasks::{Node, SNAPSHOT_INTERVAL, SUMMARY_INTERVAL};
+pub use observe::{DEBOUNCE as STATUS_DEBOUNCE, SUMMARY_INTERVAL};
+pub use tasks::Node;
 pub use teardown::Teardown;
 
 /// How long shutdown waits for the tasks before giving up on them.
@@ -74,6 +77,8 @@ pub struct JoinOptions {
     pub introducer: bool,
     /// The log level the daemon started with.
     pub log_level: LogLevel,
+    /// Where to serve `GET /metrics` on TCP as well (off: `None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the lock of `iface`'s daemon lives.
@@ -138,6 +143,10 @@ pub async fn run(
         LockError::Io(io) => anyhow::Error::new(io).context("cannot take the daemon's lock"),
     })?;
     let listener = api::bind(&opts.socket).await?;
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(api::MetricsListener::bind(addr).await?),
+        None => None,
+    };
 
     // 2. Identity and device.
     let mesh = MeshParams {
@@ -172,6 +181,7 @@ pub async fn run(
     let result = operate(
         Node::new(&opts, &keys, id, net, wg, port, backend_reason),
         listener,
+        metrics_listener,
         &mut teardown,
         shutdown,
         force,
@@ -195,6 +205,7 @@ pub async fn run(
 async fn operate(
     mut node: Node,
     listener: api::ApiListener,
+    metrics_listener: Option<api::MetricsListener>,
     teardown: &mut Teardown,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
@@ -202,7 +213,8 @@ async fn operate(
     node.configure_interface(teardown).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let (supervisor, mut fatal) = Supervisor::new(cancel.clone());
-    node.spawn_tasks(&supervisor, listener).await;
+    node.spawn_tasks(&supervisor, listener, metrics_listener)
+        .await;
     tracing::info!(socket = %node.socket().display(), "daemon running");
 
     let outcome = tokio::select! {

@@ -6,42 +6,47 @@
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
-//! | `status` | restart | refreshes the API snapshots every second, logs the summary |
+//! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
 //! | `control` | restart | carries out the API's write requests (reload, cache flush) |
 //! | `api` | critical | serves the control API |
+//! | `metrics` | restart | serves `GET /metrics` on TCP (only with `--metrics-listen`) |
+//!
+//! One [`EventBus`] and one [`Metrics`] serve them all: the registry's observer publishes task and
+//! layer changes, the reconcile loop its passes, the `status` task peer events, the `control`
+//! task reloads and cache writes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ipnet::{IpNet, Ipv6Net};
 use tokio::sync::watch;
 
 use super::control::Control;
+use super::observe::{StatusTask, registry_observer};
 use super::{JoinOptions, MTU, Teardown, host_changes};
-use crate::api::{self, ApiState};
+use crate::api::snapshot::{self, Snapshot};
+use crate::api::{self, ApiState, MetricsListener};
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
+use crate::events::EventBus;
 use crate::identity::Identity;
 use crate::keys::{PresharedKey, PrivateKey};
+use crate::metrics::Metrics;
 use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
-use crate::status::{self, Inputs, NodeFacts};
+use crate::status::NodeFacts;
 use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
 use crate::system::net::{
     HostInterfaces, INTERFACE_REFRESH, Netlink, PROC_SYS, allow_forwarding, enable_forwarding,
     remove_leftover_rules, restore_forwarding,
 };
-use crate::system::wg::{AnyWireGuard, WireGuard};
+use crate::system::wg::AnyWireGuard;
 
 /// How often peers that went silent are swept out of the store.
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-/// How often the mesh summary is logged.
-pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
-/// How often the API snapshots are refreshed (besides after every reconcile pass).
-pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The node's shared state, built once the device exists.
 pub struct Node {
@@ -222,8 +227,20 @@ impl Node {
         Ok(())
     }
 
-    /// Spawns every task of the node on `sup`.
-    pub async fn spawn_tasks(&self, sup: &Supervisor, listener: api::ApiListener) {
+    /// Spawns every task of the node on `sup`; `metrics`, if given, serves `GET /metrics` on
+    /// TCP.
+    pub async fn spawn_tasks(
+        &self,
+        sup: &Supervisor,
+        listener: api::ApiListener,
+        metrics_listener: Option<MetricsListener>,
+    ) {
+        let events = EventBus::new(api::EVENT_BUFFER);
+        let metrics = Arc::new(Metrics::default());
+        // Before anything is spawned, so that every task's first state is seen.
+        let registry_changed = Arc::new(tokio::sync::Notify::new());
+        sup.registry()
+            .observe(registry_observer(events.clone(), registry_changed.clone()));
         let wg = self.wg.clone();
         let initial = match self.net.interfaces().await {
             Ok(list) => list,
@@ -253,6 +270,8 @@ impl Node {
             private_key: self.private_key.clone(),
             psk: self.psk,
             published: reconciled_tx,
+            metrics: metrics.clone(),
+            events: events.clone(),
         };
         sup.spawn_critical("reconcile", |ctx| async move {
             reconciler.run(ctx.cancel).await.map_err(TaskError::from)
@@ -268,6 +287,7 @@ impl Node {
                 interfaces: interfaces.clone(),
                 wg_ifindex: self.ifindex,
                 layer: layer.clone(),
+                counters: metrics.layer("lan"),
             };
             sup.spawn_restarting("lan-discovery", Some(layer), move |ctx| {
                 let lan = lan.clone();
@@ -284,26 +304,46 @@ impl Node {
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
-        let (status_tx, status_rx) = watch::channel(self.facts.base.clone());
-        let (peers_tx, peers_rx) = watch::channel(wgmesh_api_types::PeerList {
-            schema_version: wgmesh_api_types::SCHEMA_VERSION,
-            peers: Vec::new(),
-        });
-        let snapshots = Arc::new(Snapshots {
+        // Never fresh (no device read yet): the first read asks for a rebuild.
+        let (publisher, snapshots) = snapshot::channel(Snapshot::new(
+            self.facts.base.clone(),
+            wgmesh_api_types::PeerList {
+                schema_version: wgmesh_api_types::SCHEMA_VERSION,
+                peers: Vec::new(),
+            },
+            tokio::time::Instant::now(),
+            None,
+        ));
+        let status = Arc::new(StatusTask {
             wg,
             store: self.store.clone(),
             facts: self.facts.clone(),
             local: self.local.subscribe(),
             reconciled,
+            interfaces: interfaces.clone(),
+            ifindex: self.ifindex,
             registry: sup.registry().clone(),
-            status: status_tx,
-            peers: peers_tx,
+            registry_changed,
+            events: events.clone(),
+            publisher,
+            memory: std::sync::Mutex::default(),
         });
-        sup.spawn_restarting("status", None, move |ctx| snapshots.clone().run(ctx));
+        sup.spawn_restarting("status", None, move |ctx| status.clone().run(ctx));
 
-        let (state, requests) = ApiState::new(status_rx, peers_rx);
+        let (state, requests) = ApiState::with_parts(snapshots, events.clone(), metrics);
+        if let Some(listener) = metrics_listener {
+            let listener = Arc::new(listener);
+            let state = state.clone();
+            sup.spawn_restarting("metrics", None, move |ctx| {
+                let (listener, state) = (listener.clone(), state.clone());
+                async move {
+                    api::serve_metrics(listener, state, ctx.cancel).await;
+                    Ok(())
+                }
+            });
+        }
         let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        let control = Arc::new(Control {});
+        let control = Arc::new(Control { events });
         sup.spawn_restarting("control", None, move |ctx| {
             let (control, requests) = (control.clone(), requests.clone());
             async move {
@@ -355,73 +395,6 @@ async fn cleanup_loop(store: Arc<PeerStore>, ctx: TaskContext) -> Result<(), Tas
                     tracing::info!(peer = %key, "forgot a peer silent for 10 minutes");
                 }
             }
-        }
-    }
-}
-
-/// The `status` task's inputs and outputs.
-struct Snapshots {
-    wg: Arc<AnyWireGuard>,
-    store: Arc<PeerStore>,
-    facts: NodeFacts,
-    local: watch::Receiver<LocalNode>,
-    reconciled: watch::Receiver<Reconciled>,
-    registry: crate::supervisor::Registry,
-    status: watch::Sender<wgmesh_api_types::Status>,
-    peers: watch::Sender<wgmesh_api_types::PeerList>,
-}
-
-impl Snapshots {
-    /// Keeps the API snapshots fresh: after every reconcile pass, and every second from a read of
-    /// the device (handshakes and counters change without any pass). Logs the summary every 30 s.
-    async fn run(self: Arc<Self>, ctx: TaskContext) -> Result<(), TaskError> {
-        let mut reconciled = self.reconciled.clone();
-        let mut refresh = tokio::time::interval(SNAPSHOT_INTERVAL);
-        let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
-        summary.tick().await;
-        loop {
-            let (log_summary, read_device) = tokio::select! {
-                () = ctx.cancel.cancelled() => return Ok(()),
-                _ = refresh.tick() => (false, true),
-                changed = reconciled.changed() => {
-                    changed.map_err(|_| "the reconcile loop is gone")?;
-                    (false, false)
-                }
-                _ = summary.tick() => (true, true),
-            };
-            let mut last = reconciled.borrow_and_update().clone();
-            if read_device {
-                // A failed read keeps the last pass's view; the reconcile loop reports device
-                // failures itself.
-                if let Ok(live) = self.wg.read().await {
-                    last.live = live;
-                }
-            }
-            let peers = self.store.list();
-            let local = self.local.borrow().clone();
-            let inputs = Inputs {
-                peers: &peers,
-                reconciled: &last,
-                local: &local,
-                tasks: &self.registry.tasks(),
-                layers: &self.registry.layers(),
-                now: Instant::now(),
-                wall: SystemTime::now(),
-            };
-            let st = status::status(&self.facts, &inputs);
-            let list = status::peer_list(&inputs);
-            if log_summary {
-                tracing::info!("{}", status::summary_line(&st, &list));
-                for p in &list.peers {
-                    tracing::debug!(
-                        peer = %p.public_key, hostname = %p.hostname, mesh_ip = ?p.mesh_ip,
-                        endpoint = ?p.endpoint, via = ?p.discovered_via, state = %p.state,
-                        handshake_s = ?p.last_handshake_seconds_ago, "peer"
-                    );
-                }
-            }
-            self.status.send_replace(st);
-            self.peers.send_replace(list);
         }
     }
 }

@@ -2,6 +2,10 @@
 //! the difference in one call, sync the routes. It runs every [`INTERVAL`] and within
 //! [`DEBOUNCE`] of a peer-store change, and is only ever cancelled between passes, so an apply in
 //! flight always completes (seed 004: shutdown must not cut a peer half-configured).
+//!
+//! Every pass reports what it did: its duration and peer changes go to the metrics, a pass that
+//! changed the device is published as an event, and the last pass is part of what the loop
+//! publishes for `GET /v1/status` ([`Reconciled::last_pass`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::desired::{RefusedRoute, desired_device};
 use super::diff::{DeviceSettings, diff};
 use super::route_policy::RoutePolicy;
+use crate::events::EventBus;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
+use crate::metrics::{Metrics, PassCounts};
 use crate::node::LocalNode;
 use crate::peers::PeerStore;
 use crate::system::net::{HostInterfaces, Netlink, local_networks};
@@ -54,8 +60,25 @@ pub struct MeshNetworks {
 pub struct Reconciled {
     /// The device as read after the pass.
     pub live: LiveDevice,
+    /// When `live` was read (`None` before the first pass).
+    pub read_at: Option<tokio::time::Instant>,
     /// Advertised networks not installed, by peer, with the reason.
     pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
+    /// The pass that published this (`None` before the first pass).
+    pub last_pass: Option<PassSummary>,
+}
+
+/// When a pass ended, how long it took and what it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassSummary {
+    /// When it ended.
+    pub ended: tokio::time::Instant,
+    /// How long it took: device read, diff, apply, read back, routes.
+    pub duration: Duration,
+    /// Peer changes.
+    pub counts: PassCounts,
+    /// Whether it wrote to the device (or tried to): peers, or the key and port at start.
+    pub changed: bool,
 }
 
 /// Everything one pass needs.
@@ -78,6 +101,10 @@ pub struct Reconciler<W> {
     pub psk: PresharedKey,
     /// The device and refusals after each pass, for status and the API.
     pub published: watch::Sender<Reconciled>,
+    /// Where every pass is counted.
+    pub metrics: Arc<Metrics>,
+    /// Where passes that changed the device are announced.
+    pub events: EventBus,
 }
 
 /// What one pass did.
@@ -91,6 +118,25 @@ pub struct PassReport {
     pub added: Vec<PublicKey>,
     /// Advertised networks not installed.
     pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
+    /// How long the pass took.
+    pub duration: Duration,
+}
+
+impl PassReport {
+    /// The peer changes, as the metrics and the status count them.
+    pub fn counts(&self) -> PassCounts {
+        PassCounts {
+            added: self.applied.added,
+            updated: self.applied.updated,
+            removed: self.applied.removed,
+            failed: self.failed_peers,
+        }
+    }
+
+    /// Whether the pass wrote to the device, or tried to and failed.
+    pub fn changed_device(&self) -> bool {
+        self.applied.writes > 0 || self.failed_peers > 0
+    }
 }
 
 impl<W: WireGuard> Reconciler<W> {
@@ -109,10 +155,12 @@ impl<W: WireGuard> Reconciler<W> {
     ///
     /// Only when the device cannot be read; a refused apply or route is logged and reported.
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
+        let started = tokio::time::Instant::now();
         let local = self.local.borrow().clone();
         let peers = self.store.active(Instant::now());
         let desired = desired_device(&local, &peers, self.psk, &self.policy());
         let live = self.wg.read().await?;
+        let mut read_at = tokio::time::Instant::now();
         let me = DeviceSettings {
             private_key: &self.private_key,
             public_key: local.public_key,
@@ -132,7 +180,9 @@ impl<W: WireGuard> Reconciler<W> {
             let added: Vec<PublicKey> = update.add.iter().map(|p| p.public_key).collect();
             report = apply_resilient(self.wg.as_ref(), update).await;
             report.added = added;
-            self.wg.read().await?
+            let live = self.wg.read().await?;
+            read_at = tokio::time::Instant::now();
+            live
         };
         if let Some(target) = &self.routes
             && let Err(e) = target
@@ -143,11 +193,36 @@ impl<W: WireGuard> Reconciler<W> {
             tracing::warn!(error = %e, "route sync incomplete");
         }
         report.refused = desired.refused;
+        let ended = tokio::time::Instant::now();
+        report.duration = ended.saturating_duration_since(started);
         self.published.send_replace(Reconciled {
             live,
+            read_at: Some(read_at),
             refused: report.refused.clone(),
+            last_pass: Some(PassSummary {
+                ended,
+                duration: report.duration,
+                counts: report.counts(),
+                changed: report.changed_device(),
+            }),
         });
         Ok(report)
+    }
+
+    /// Counts the pass; announces it if it changed the device.
+    fn report(&self, report: &PassReport) {
+        let counts = report.counts();
+        self.metrics.reconcile_pass(report.duration, counts);
+        if report.changed_device() {
+            self.events
+                .publish(wgmesh_api_types::EventKind::Reconciled {
+                    added: counts.added,
+                    updated: counts.updated,
+                    removed: counts.removed,
+                    failed: counts.failed,
+                    duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+                });
+        }
     }
 
     /// Kicks the peers among `added` that have no handshake yet.
@@ -223,6 +298,7 @@ impl<W: WireGuard> Reconciler<W> {
             match self.reconcile_once().await {
                 Ok(report) => {
                     failures = 0;
+                    self.report(&report);
                     for (peer, r) in new_refusals(&mut logged, &report.refused) {
                         tracing::warn!(
                             peer = %peer.short(),
@@ -241,6 +317,7 @@ impl<W: WireGuard> Reconciler<W> {
                 }
                 Err(e) => {
                     failures += 1;
+                    self.metrics.reconcile_failed();
                     if failures >= MAX_FAILED_PASSES {
                         return Err(e);
                     }
@@ -387,6 +464,8 @@ mod tests {
             private_key,
             psk: PresharedKey([9; 32]),
             published: watch::channel(Reconciled::default()).0,
+            metrics: Arc::new(Metrics::default()),
+            events: EventBus::new(64),
         };
         (
             r,
@@ -507,6 +586,56 @@ mod tests {
         settle().await;
         let err = task.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("wgt0"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_pass_is_counted_and_passes_that_change_the_device_are_announced() {
+        let fake = Arc::new(FakeWireGuard::new("wgt0"));
+        let store = Arc::new(PeerStore::new(1000));
+        store.update(announce(2), Method::Lan, Instant::now());
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let (metrics, mut events) = (r.metrics.clone(), r.events.subscribe());
+        let mut published = r.published.subscribe();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(r.run(cancel.clone()));
+        settle().await;
+        // The first pass adds peer 2; the next one (after the interval) changes nothing.
+        tokio::time::advance(INTERVAL).await;
+        settle().await;
+        let v = metrics.values();
+        assert_eq!(v.reconcile_runs, 2);
+        assert_eq!(v.reconcile_duration.count, 2);
+        assert_eq!(v.reconcile_changes, [1, 0, 0, 0]);
+        let first = events.try_recv().unwrap();
+        assert!(
+            matches!(
+                first.kind,
+                wgmesh_api_types::EventKind::Reconciled {
+                    added: 1,
+                    updated: 0,
+                    removed: 0,
+                    failed: 0,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        assert!(
+            events.try_recv().is_err(),
+            "the no-op pass is not announced"
+        );
+        let last = published.borrow_and_update().clone();
+        let pass = last.last_pass.unwrap();
+        assert!(!pass.changed);
+        assert_eq!(pass.counts, PassCounts::default());
+        assert!(last.read_at.is_some_and(|t| t <= pass.ended));
+        // A pass that cannot read the device is counted as a failure.
+        fake.fail_reads(1);
+        tokio::time::advance(INTERVAL).await;
+        settle().await;
+        assert_eq!(metrics.values().reconcile_failures, 1);
+        cancel.cancel();
+        task.await.unwrap().unwrap();
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //! `GET /v1/status`: `running` with the interfaces in use as detail, or `retrying` with why none
 //! works; its last success is the last announcement sent or valid one heard.
 //!
+//! Its metrics ([`LayerCounters`] of layer `lan`): every valid announcement heard from a peer is a
+//! discovery event, every announcement sent on an interface a send.
+//!
 //! Layout: [`membership`] holds the decisions (pure, table-tested),
 //! [`crate::system::net::multicast`] the OS calls, this module the task that moves values between
 //! them.
@@ -44,6 +47,7 @@ use self::membership::{
 };
 use crate::crypto::envelope::{Envelope, MessageType};
 use crate::keys::PublicKey;
+use crate::metrics::LayerCounters;
 use crate::node::LocalNode;
 use crate::peers::{Method, PeerStore, PeerUpdate, UpdateOutcome};
 use crate::supervisor::{BACKOFF_MAX, BACKOFF_MIN, HEALTHY_RUN, LayerHandle};
@@ -124,6 +128,8 @@ pub struct LanDiscovery {
     pub wg_ifindex: u32,
     /// Where the `lan` layer's state goes.
     pub layer: LayerHandle,
+    /// The `lan` layer's metrics.
+    pub counters: LayerCounters,
 }
 
 /// Why a session (one receive socket and its memberships) ended.
@@ -219,6 +225,7 @@ impl LanDiscovery {
         };
         let own_key = self.local.borrow().public_key;
         let update = to_update(&ann, source, &own_key)?;
+        self.counters.event();
         let key = update.public_key;
         let outcome = self.store.update(update, Method::Lan, Instant::now());
         if outcome == UpdateOutcome::New {
@@ -415,6 +422,7 @@ impl<'a> Session<'a> {
             match sockets::send(&m.socket, &datagram, group) {
                 Ok(()) => {
                     sent = true;
+                    self.lan.counters.sent();
                     if m.send_error.take().is_some() {
                         tracing::info!(%iface, %group, "LAN discovery: sending on {iface} works again");
                     }
@@ -527,6 +535,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn valid_announcements_from_peers_count_as_discovery_events() {
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 3), 0);
+        let (lan, _registry, _tx) = task(group, HostInterfaces::new());
+        let metrics = crate::metrics::Metrics::default();
+        let lan = LanDiscovery {
+            counters: metrics.layer("lan"),
+            ..lan
+        };
+        let src: IpAddr = "192.168.1.7".parse().unwrap();
+        let own = lan.local.borrow().announcement();
+        let peer = PeerAnnouncement {
+            wg_pubkey: PublicKey([5; 32]).to_string(),
+            ..own.clone()
+        };
+        let seal = |ann: &PeerAnnouncement| {
+            let mut ann = ann.clone();
+            ann.timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            lan.envelope.seal(MessageType::Announce, &ann).unwrap()
+        };
+        // (datagram, counted)
+        let table = [
+            (seal(&peer), true),
+            (seal(&peer), true),
+            (seal(&own), false),
+            (b"not an envelope".to_vec(), false),
+            (
+                Envelope::new(&[8; 32])
+                    .seal(MessageType::Announce, &peer)
+                    .unwrap(),
+                false,
+            ),
+        ];
+        let mut want = 0;
+        for (datagram, counted) in table {
+            lan.handle(&datagram, src);
+            want += u64::from(counted);
+            assert_eq!(metrics.values().layers["lan"], (want, 0));
+        }
+    }
+
     /// A LAN task on `group` with these interfaces, reporting to a fresh registry.
     fn task(
         group: SocketAddrV4,
@@ -547,6 +599,7 @@ mod tests {
             interfaces: rx,
             wg_ifindex: 4,
             layer,
+            counters: LayerCounters::default(),
         };
         (lan, registry, tx)
     }
