@@ -6,13 +6,19 @@
 //! as if they had been discovered. Then, in this order:
 //!
 //! 1. **idle**: after a settle time, the daemon's CPU time over an idle window (no API request,
-//!    no announcement), from `utime + stime` in `/proc/<pid>/stat`, as a share of one core; also
-//!    split by thread name (`/proc/<pid>/task/*/stat`) so the data plane's share is visible;
+//!    no announcement), from `utime + stime` in `/proc/<pid>/stat`, as a share of one core. The
+//!    embedded WireGuard engine runs on the same threads and is not idle with 1000 synthetic
+//!    peers: nobody answers their handshakes, so it initiates one with each of them every few
+//!    seconds. So the same measurement is first taken of the bare engine (`wgmesh-labnode serve`
+//!    in host `b`, no daemon) holding the same 1000 peers, kicked and configured as the daemon
+//!    does it, over the same window after adding them; the difference is the daemon's own cost;
 //! 2. **first read after idle**: one `GET /v1/peers`, the case where nothing was read for a while;
 //! 3. **latency**: `GET /v1/peers` and `GET /v1/status`, each on a connection of its own (as
 //!    `wgmeshctl` does), one after the other, p50/p99/max of connect-to-last-byte;
-//! 4. **freshness**: one synthetic node announces a new WireGuard port; the time until
-//!    `GET /v1/peers` shows the new endpoint (polled every 2 ms), median of a few rounds.
+//! 4. **freshness**: one synthetic node announces a new hostname (shown from the store), then a
+//!    new WireGuard port (shown from the device, so after the reconcile pass that applies it);
+//!    the time from the announcing process's exit until `GET /v1/peers` shows it (polled every
+//!    2 ms), median of a few rounds.
 //!
 //! The client is a minimal HTTP/1.1 `GET` over a blocking `UnixStream` that only reads the
 //! response to its end: it measures the daemon, not a client's JSON parsing (a 1000-peer body
@@ -36,6 +42,13 @@ const FIRST_KEY: u16 = 20_000;
 const BASE_PORT: u16 = 30_000;
 /// Rounds of the freshness measurement.
 const FRESHNESS_ROUNDS: usize = 5;
+/// The mesh PSK of the bare engine's peers (any key; the daemon's is derived from its secret).
+const BASELINE_PSK: &str = "LUOvekj3HqR1sGXDZQL0CcXHiik8aFRf3SmMlswA7FY=";
+/// The daemon's persistent keepalive (Go's 25 s), given to the bare engine's peers too.
+const KEEPALIVE: u16 = 25;
+/// From adding the peers to the start of the idle window, in both measurements: the daemon's
+/// announcement rounds and the wait for its store take about this long before the settle time.
+const ADD_TO_SETTLE: Duration = Duration::from_secs(3);
 
 /// What to measure.
 #[derive(Debug, Clone, Copy)]
@@ -71,16 +84,19 @@ pub struct Report {
     pub peers: usize,
     /// Daemon CPU over the idle window, percent of one core.
     pub idle_cpu_percent: f64,
-    /// The idle window's CPU by thread name, percent of one core, largest first.
-    pub idle_by_thread: Vec<(String, f64)>,
+    /// The bare WireGuard engine with the same peers over the same window, percent of one core.
+    pub engine_cpu_percent: f64,
     /// `GET /v1/peers` right after the idle window, in ms.
     pub first_read_ms: f64,
     /// `GET /v1/peers`.
     pub peers_latency: Latency,
     /// `GET /v1/status`.
     pub status_latency: Latency,
-    /// Announcement sent → `GET /v1/peers` shows it, median ms.
-    pub freshness_ms: f64,
+    /// A peer's new hostname announced → `GET /v1/peers` shows it, median ms.
+    pub renamed_ms: f64,
+    /// A peer's new endpoint announced → `GET /v1/peers` shows it (after the reconcile pass that
+    /// puts it on the device), median ms.
+    pub moved_ms: f64,
 }
 
 /// Runs the whole measurement in a fresh lab.
@@ -89,10 +105,14 @@ pub struct Report {
 ///
 /// Lab, daemon or API failures, and a daemon that does not list every synthetic peer.
 pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
-    let lab = Lab::one_lan("benchapi", &["d", "g"])?;
+    let lab = Lab::one_lan("benchapi", &["d", "g", "b"])?;
     let (d, g) = (lab.host("d"), lab.host("g"));
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(exe, &secret)?;
+
+    eprintln!("bare WireGuard engine with {} peers…", opts.peers);
+    let engine_cpu_percent = engine_baseline(exe, lab.host("b"), g, opts)?;
+
     let daemon = Daemon::start(exe, d, &secret, &["--log-level", "info"])?;
     let status = daemon.wait_api(Duration::from_secs(20))?;
     let lan_port = {
@@ -109,15 +129,12 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // Idempotent: a datagram lost in a full buffer is simply sent again in the next round.
-        announce(
-            exe,
-            g,
-            &secret,
-            &status.mesh_subnet,
-            opts.peers,
-            BASE_PORT,
-            &dest,
-        )?;
+        let all = Announce {
+            count: opts.peers,
+            port: BASE_PORT,
+            hostname: "wgmesh-labnode",
+        };
+        announce(exe, g, &secret, &status.mesh_subnet, &all, &dest)?;
         std::thread::sleep(Duration::from_millis(500));
         let st = daemon.status()?;
         if st.peers.total >= want && st.peers.active >= want {
@@ -141,7 +158,7 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     std::thread::sleep(opts.idle);
     let after = cpu_by_thread(pid)?;
     let wall = started.elapsed().as_secs_f64();
-    let (idle_cpu_percent, idle_by_thread) = idle_share(&before, &after, wall);
+    let idle_cpu_percent = idle_share(&before, &after, wall);
 
     let first = Instant::now();
     get(&socket, "/v1/peers")?;
@@ -152,39 +169,102 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let status_latency = latency(&socket, "/v1/status", opts.requests)?;
 
     eprintln!("freshness…");
-    let mut rounds = Vec::new();
+    let mut renamed = Vec::new();
+    let mut moved = Vec::new();
     for round in 1..=FRESHNESS_ROUNDS {
-        // Node 0 moves to a port no other node uses.
+        // A new hostname for node 0: the store's news alone.
+        let hostname = format!("renamed-{round}");
+        let needle = format!("\"{hostname}\"");
+        let ann = Announce::node0(BASE_PORT, &hostname);
+        renamed.push(until_listed(
+            exe,
+            g,
+            &secret,
+            &status.mesh_subnet,
+            &dest,
+            &socket,
+            &ann,
+            &needle,
+        )?);
+        // Node 0 moves to a port no other node uses: the endpoint shown is the device's, so
+        // this goes through a reconcile pass.
         let port = BASE_PORT - u16::try_from(round).unwrap_or(1);
         let needle = format!("\"{}:{port}\"", g.ip());
-        let sent = Instant::now();
-        // The labnode's start (a few ms) counts too: the figure is an upper bound.
-        announce(exe, g, &secret, &status.mesh_subnet, 1, port, &dest)?;
-        let deadline = sent + Duration::from_secs(5);
-        loop {
-            let body = get(&socket, "/v1/peers")?;
-            if body.contains(&needle) {
-                rounds.push(ms(sent.elapsed()));
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the new endpoint {needle} did not show within 5 s"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        let ann = Announce::node0(port, &hostname);
+        moved.push(until_listed(
+            exe,
+            g,
+            &secret,
+            &status.mesh_subnet,
+            &dest,
+            &socket,
+            &ann,
+            &needle,
+        )?);
     }
-    rounds.sort_by(f64::total_cmp);
     Ok(Report {
         peers: listed,
         idle_cpu_percent,
-        idle_by_thread,
+        engine_cpu_percent,
         first_read_ms,
         peers_latency,
         status_latency,
-        freshness_ms: rounds[rounds.len() / 2],
+        renamed_ms: median(renamed),
+        moved_ms: median(moved),
     })
+}
+
+/// The CPU share of a bare userspace WireGuard engine (`wgmesh-labnode serve` in `host`) holding
+/// `opts.peers` peers configured as the daemon configures its synthetic ones (endpoints on
+/// `peer_host` at [`BASE_PORT`] + i, the mesh PSK, keepalive, a /32 each; kicked once), over the
+/// idle window at the same distance from adding them as the daemon's.
+fn engine_baseline(exe: &Exe, host: &Host, peer_host: &Host, opts: Options) -> anyhow::Result<f64> {
+    let mut node = crate::node::LabNode::start(exe, host)?;
+    node.up(51820, &["10.77.0.1/16"])?;
+    let keys: Vec<String> = (0..opts.peers)
+        .map(|i| crate::node::keypair(FIRST_KEY + i).1)
+        .collect();
+    let peers: Vec<serde_json::Value> = keys
+        .iter()
+        .zip(0u16..)
+        .map(|(key, i)| {
+            serde_json::json!({
+                "public_key": key,
+                "endpoint": format!("{}:{}", peer_host.ip(), BASE_PORT + i),
+                "preshared_key": BASELINE_PSK,
+                "keepalive": KEEPALIVE,
+                "allowed_ips": [format!("10.78.{}.{}/32", i / 250, i % 250 + 1)],
+            })
+        })
+        .collect();
+    node.apply(serde_json::json!({"private_key": crate::node::keypair(1).0, "add": peers}))?;
+    std::thread::sleep(Duration::from_millis(300));
+    node.call(serde_json::json!({"cmd": "kick", "peers": keys}))?;
+    std::thread::sleep(ADD_TO_SETTLE + opts.settle);
+    let pid = node.process().pid();
+    let before = cpu_by_thread(pid)?;
+    let started = Instant::now();
+    std::thread::sleep(opts.idle);
+    let after = cpu_by_thread(pid)?;
+    Ok(idle_share(&before, &after, started.elapsed().as_secs_f64()))
+}
+
+/// What synthetic nodes announce.
+struct Announce<'a> {
+    count: u16,
+    port: u16,
+    hostname: &'a str,
+}
+
+impl<'a> Announce<'a> {
+    /// Node 0 alone, with WireGuard port `port` and `hostname`.
+    fn node0(port: u16, hostname: &'a str) -> Self {
+        Self {
+            count: 1,
+            port,
+            hostname,
+        }
+    }
 }
 
 /// Synthetic nodes `0..count` announce themselves from `host`, node `i` with WireGuard port
@@ -194,22 +274,58 @@ fn announce(
     host: &Host,
     secret: &Path,
     subnet: &str,
-    count: u16,
-    port: u16,
+    ann: &Announce<'_>,
     dest: &str,
 ) -> anyhow::Result<()> {
     exe.in_host(host, "announce-many")
         .arg(secret)
         .args([
             FIRST_KEY.to_string(),
-            count.to_string(),
+            ann.count.to_string(),
             subnet.to_owned(),
-            port.to_string(),
+            ann.port.to_string(),
             dest.to_owned(),
+            ann.hostname.to_owned(),
         ])
         .output_ok()
         .map(drop)
         .context("wgmesh-labnode announce-many")
+}
+
+/// Sends `ann`, then polls `GET /v1/peers` every 2 ms until the body contains `needle`; the ms
+/// from the announcing process's exit (it sent the datagram just before) until then.
+#[allow(clippy::too_many_arguments)]
+fn until_listed(
+    exe: &Exe,
+    host: &Host,
+    secret: &Path,
+    subnet: &str,
+    dest: &str,
+    socket: &Path,
+    ann: &Announce<'_>,
+    needle: &str,
+) -> anyhow::Result<f64> {
+    announce(exe, host, secret, subnet, ann, dest)?;
+    let sent = Instant::now();
+    let deadline = sent + Duration::from_secs(5);
+    loop {
+        if get(socket, "/v1/peers")?.contains(needle) {
+            let took = ms(sent.elapsed());
+            // Let the daemon settle before the next round.
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(took);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{needle} did not show in GET /v1/peers within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -291,31 +407,22 @@ fn parse_stat(tid: u64, stat: &str) -> anyhow::Result<(u64, String, u64)> {
     Ok((tid, comm, tick(11)? + tick(12)?))
 }
 
-/// Total and per-thread-name CPU between two samples over `wall` seconds, percent of one core.
-fn idle_share(
-    before: &[(u64, String, u64)],
-    after: &[(u64, String, u64)],
-    wall: f64,
-) -> (f64, Vec<(String, f64)>) {
+/// CPU between two samples of the same process over `wall` seconds, percent of one core.
+/// Threads that ended in between are not counted (the daemon's threads live as long as it).
+fn idle_share(before: &[(u64, String, u64)], after: &[(u64, String, u64)], wall: f64) -> f64 {
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut by_name: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for (tid, name, ticks) in after {
-        let was = before
-            .iter()
-            .find(|(t, _, _)| t == tid)
-            .map_or(0, |(_, _, t)| *t);
-        *by_name.entry(name.clone()).or_default() += ticks.saturating_sub(was);
-    }
-    let pct = |ticks: u64| ticks as f64 / hz / wall * 100.0;
-    let total = pct(by_name.values().sum());
-    let mut threads: Vec<(String, f64)> = by_name
-        .into_iter()
-        .filter(|(_, t)| *t > 0)
-        .map(|(n, t)| (n, pct(t)))
-        .collect();
-    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
-    (total, threads)
+    let ticks: u64 = after
+        .iter()
+        .map(|(tid, _, ticks)| {
+            let was = before
+                .iter()
+                .find(|(t, _, _)| t == tid)
+                .map_or(0, |(_, _, t)| *t);
+            ticks.saturating_sub(was)
+        })
+        .sum();
+    ticks as f64 / hz / wall * 100.0
 }
 
 /// Prints `report` as the table the README quotes.
@@ -332,9 +439,14 @@ pub fn print(report: &Report, opts: &Options) {
         "idle daemon CPU (% of one core)",
         format!("{:.2}", report.idle_cpu_percent),
     );
-    for (name, pct) in &report.idle_by_thread {
-        row(&format!("  thread {name}"), format!("{pct:.2}"));
-    }
+    row(
+        "  of which the WireGuard engine alone, same peers",
+        format!("{:.2}", report.engine_cpu_percent),
+    );
+    row(
+        "  the daemon's own share (difference)",
+        format!("{:.2}", report.idle_cpu_percent - report.engine_cpu_percent),
+    );
     row(
         "first GET /v1/peers after idle (ms)",
         format!("{:.2}", report.first_read_ms),
@@ -349,8 +461,12 @@ pub fn print(report: &Report, opts: &Options) {
         row(&format!("{route} body (bytes)"), l.bytes.to_string());
     }
     row(
-        "announcement -> visible in GET /v1/peers (ms, median)",
-        format!("{:.1}", report.freshness_ms),
+        "new hostname announced -> in GET /v1/peers (ms, median)",
+        format!("{:.1}", report.renamed_ms),
+    );
+    row(
+        "new endpoint announced -> in GET /v1/peers (ms, median)",
+        format!("{:.1}", report.moved_ms),
     );
 }
 

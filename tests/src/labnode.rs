@@ -12,6 +12,8 @@
 //!   - `{"cmd":"up","iface":"wg0","backend":"userspace","listen_port":51820,"addresses":["10.77.0.1/16"]}`
 //!   - `{"cmd":"apply", "private_key":…, "listen_port":…, "add":[…], "update":[…], "remove":[…]}`
 //!   - `{"cmd":"read"}`
+//!   - `{"cmd":"kick","peers":["<key>",…]}` (start a handshake with each now, as the daemon does
+//!     with peers it just added)
 //!   - `{"cmd":"sync_routes","routes":[{"dst":"10.9.0.0/24","gateway":null}]}`
 //!   - `{"cmd":"routes"}`
 //!   - `{"cmd":"down"}`
@@ -23,10 +25,11 @@
 //! - `announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST`: sends one LAN ANNOUNCE sealed with the
 //!   mesh key (as a Go peer's LAN discovery does) as a UDP datagram to `DEST`, so a daemon learns
 //!   a labnode as a peer; the daemon's LAN socket takes unicast as well;
-//! - `announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST`: the same for COUNT synthetic
-//!   nodes with the lab keys `FIRST..FIRST+COUNT` ([`crate::node::keypair`]), mesh IPs counted up
-//!   from the 10th address of SUBNET and WireGuard ports from BASE_PORT, paced so that the
-//!   daemon's receive buffer never overflows (`wgmesh-lab bench-api` fills a store with them).
+//! - `announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME]`: the same for COUNT
+//!   synthetic nodes with the lab keys `FIRST..FIRST+COUNT` ([`crate::node::keypair`]), mesh IPs
+//!   counted up from the 10th address of SUBNET, WireGuard ports from BASE_PORT and the hostname
+//!   HOSTNAME (default `wgmesh-labnode`), paced so that the daemon's receive buffer never
+//!   overflows (`wgmesh-lab bench-api` fills a store with them).
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -60,7 +63,7 @@ pub const COMMANDS: &[&str] = &[
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
-                     | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST";
+                     | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME]";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -136,6 +139,7 @@ where
                     arg(&args, 4)?,
                     arg(&args, 5)?,
                     arg(&args, 6)?,
+                    args.get(7).map_or(DEFAULT_HOSTNAME, String::as_str),
                 )
                 .await
             }
@@ -171,6 +175,9 @@ enum Command {
     },
     Apply(ApplyCmd),
     Read,
+    Kick {
+        peers: Vec<String>,
+    },
     SyncRoutes {
         routes: Vec<RouteCmd>,
     },
@@ -381,6 +388,15 @@ async fn handle(node: &mut Option<Node>, line: &str) -> anyhow::Result<Value> {
             let dev = n.wg.read().await?;
             Ok(json!({"device": device_json(&dev), "ms": ms(started)}))
         }
+        Command::Kick { peers } => {
+            let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
+            let keys = peers
+                .iter()
+                .map(|s| s.parse().map_err(|e| anyhow!("key {s:?}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            n.wg.kick(&keys).await;
+            Ok(json!({"ms": ms(started)}))
+        }
         Command::SyncRoutes { routes } => {
             let n = node.as_ref().ok_or_else(|| anyhow!("not up"))?;
             let desired: Vec<DesiredRoute> = routes
@@ -491,11 +507,15 @@ async fn udp_check(addr: SocketAddr, timeout_ms: u64) -> anyhow::Result<()> {
     bail!("no UDP echo from {addr} within {timeout_ms} ms")
 }
 
-/// One LAN ANNOUNCE datagram for a node with `pubkey`, `mesh_ip` and WireGuard port `wg_port`,
-/// sealed with `envelope` (as a Go peer's LAN discovery sends it).
+/// Hostname of the nodes a labnode announces.
+const DEFAULT_HOSTNAME: &str = "wgmesh-labnode";
+
+/// One LAN ANNOUNCE datagram for a node with `pubkey`, `hostname`, `mesh_ip` and WireGuard port
+/// `wg_port`, sealed with `envelope` (as a Go peer's LAN discovery sends it).
 fn sealed_announcement(
     envelope: &wgmeshd::crypto::Envelope,
     pubkey: String,
+    hostname: &str,
     mesh_ip: std::net::Ipv4Addr,
     wg_port: u16,
 ) -> anyhow::Result<Vec<u8>> {
@@ -505,7 +525,7 @@ fn sealed_announcement(
     let ann = PeerAnnouncement {
         protocol: PROTOCOL.to_owned(),
         wg_pubkey: pubkey,
-        hostname: "wgmesh-labnode".to_owned(),
+        hostname: hostname.to_owned(),
         mesh_ip: mesh_ip.to_string(),
         wg_endpoint: format!("0.0.0.0:{wg_port}"),
         timestamp: std::time::SystemTime::now()
@@ -548,7 +568,13 @@ async fn announce(
     wg_port: u16,
     dest: SocketAddr,
 ) -> anyhow::Result<()> {
-    let datagram = sealed_announcement(&mesh_envelope(&secret_file)?, pubkey, mesh_ip, wg_port)?;
+    let datagram = sealed_announcement(
+        &mesh_envelope(&secret_file)?,
+        pubkey,
+        DEFAULT_HOSTNAME,
+        mesh_ip,
+        wg_port,
+    )?;
     let sock = udp_socket_for(dest).await?;
     sock.send_to(&datagram, dest)
         .await
@@ -562,8 +588,8 @@ const ANNOUNCE_BURST: usize = 25;
 /// See [`ANNOUNCE_BURST`].
 const ANNOUNCE_PAUSE: Duration = Duration::from_millis(15);
 
-/// Announces `count` synthetic nodes (lab keys `first..first+count`) to `dest`: node `i` has the
-/// mesh IP `subnet`'s address 10 + `i` and the WireGuard port `base_port + i`.
+/// Announces `count` synthetic nodes (lab keys `first..first+count`) named `hostname` to `dest`:
+/// node `i` has the mesh IP `subnet`'s address 10 + `i` and the WireGuard port `base_port + i`.
 async fn announce_many(
     secret_file: std::path::PathBuf,
     first: u16,
@@ -571,6 +597,7 @@ async fn announce_many(
     subnet: ipnet::Ipv4Net,
     base_port: u16,
     dest: SocketAddr,
+    hostname: &str,
 ) -> anyhow::Result<()> {
     let envelope = mesh_envelope(&secret_file)?;
     let sock = udp_socket_for(dest).await?;
@@ -584,7 +611,8 @@ async fn announce_many(
         let port = base_port
             .checked_add(i)
             .ok_or_else(|| anyhow!("ports past {}", u16::MAX))?;
-        let datagram = sealed_announcement(&envelope, crate::node::keypair(key).1, ip, port)?;
+        let datagram =
+            sealed_announcement(&envelope, crate::node::keypair(key).1, hostname, ip, port)?;
         sock.send_to(&datagram, dest)
             .await
             .with_context(|| format!("sending announcement {i} to {dest}"))?;

@@ -39,6 +39,11 @@ impl LabNode {
         })
     }
 
+    /// The `serve` process (its PID, for CPU measurements).
+    pub fn process(&self) -> &crate::lab::LabProcess {
+        self.process.process()
+    }
+
     /// Sends one command and returns the answer; an `ok:false` answer is an error.
     pub fn call(&mut self, cmd: Value) -> anyhow::Result<Value> {
         let line = self

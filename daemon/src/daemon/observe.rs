@@ -6,7 +6,8 @@
 //!   mesh interface going up or down, or a peer's state changing with time (an active peer going
 //!   dead, a quarantine ending: the task sleeps until the next such instant, [`next_transition`])
 //!   schedule one rebuild [`DEBOUNCE`] later, so a burst of changes costs one rebuild and the API
-//!   shows a change within about 50 ms. A rebuild builds both bodies and serialises them once.
+//!   shows a change within about 50 ms (a reconcile pass, already debounced by the loop, at
+//!   once). A rebuild builds both bodies and serialises them once.
 //! - **Device reads on demand**: handshakes and counters change without any event. A route that
 //!   finds the snapshot older than [`MAX_AGE`](crate::api::snapshot::MAX_AGE) asks for a refresh;
 //!   the task then reads the device, unless the reconcile loop's own read (every 5 s) is recent
@@ -177,7 +178,8 @@ impl<W: WireGuard + 'static> StatusTask<W> {
                 changed = reconciled.changed() => {
                     changed.map_err(|_| "the reconcile loop is gone")?;
                     if view.take(&reconciled.borrow_and_update()) {
-                        pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                        // The pass already gathered its burst (its own debounce): show it now.
+                        pending = Some(Instant::now());
                     }
                     continue;
                 }
