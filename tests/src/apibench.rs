@@ -9,9 +9,11 @@
 //!    no announcement), from `utime + stime` in `/proc/<pid>/stat`, as a share of one core. The
 //!    embedded WireGuard engine runs on the same threads and is not idle with 1000 synthetic
 //!    peers: nobody answers their handshakes, so it initiates one with each of them every few
-//!    seconds. So the same measurement is first taken of the bare engine (`wgmesh-labnode serve`
-//!    in host `b`, no daemon) holding the same 1000 peers, kicked and configured as the daemon
-//!    does it, over the same window after adding them; the difference is the daemon's own cost;
+//!    seconds. So the same measurement is taken of a bare engine (`wgmesh-labnode serve` in host
+//!    `b`, no daemon) given the same peers at the same time, kicked and configured as the daemon
+//!    does it, measured over the same window; the difference is the daemon's own cost. The
+//!    daemon's reconcile passes in the window (count, mean duration, from its `/metrics`) show
+//!    what most of that is: a full device read every 5 s;
 //! 2. **first read after idle**: one `GET /v1/peers`, the case where nothing was read for a while;
 //! 3. **latency**: `GET /v1/peers` and `GET /v1/status`, each on a connection of its own (as
 //!    `wgmeshctl` does), one after the other, p50/p99/max of connect-to-last-byte;
@@ -46,9 +48,6 @@ const FRESHNESS_ROUNDS: usize = 5;
 const BASELINE_PSK: &str = "LUOvekj3HqR1sGXDZQL0CcXHiik8aFRf3SmMlswA7FY=";
 /// The daemon's persistent keepalive (Go's 25 s), given to the bare engine's peers too.
 const KEEPALIVE: u16 = 25;
-/// From adding the peers to the start of the idle window, in both measurements: the daemon's
-/// announcement rounds and the wait for its store take about this long before the settle time.
-const ADD_TO_SETTLE: Duration = Duration::from_secs(3);
 
 /// What to measure.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +85,9 @@ pub struct Report {
     pub idle_cpu_percent: f64,
     /// The bare WireGuard engine with the same peers over the same window, percent of one core.
     pub engine_cpu_percent: f64,
+    /// Reconcile passes in the window and their total duration in seconds, from the daemon's
+    /// metrics (`None` when it serves none).
+    pub reconcile: Option<(f64, f64)>,
     /// `GET /v1/peers` right after the idle window, in ms.
     pub first_read_ms: f64,
     /// `GET /v1/peers`.
@@ -110,9 +112,8 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(exe, &secret)?;
 
-    eprintln!("bare WireGuard engine with {} peers…", opts.peers);
-    let engine_cpu_percent = engine_baseline(exe, lab.host("b"), g, opts)?;
-
+    let mut engine = crate::node::LabNode::start(exe, lab.host("b"))?;
+    engine.up(51820, &["10.77.0.1/16"])?;
     let daemon = Daemon::start(exe, d, &secret, &["--log-level", "info"])?;
     let status = daemon.wait_api(Duration::from_secs(20))?;
     let lan_port = {
@@ -148,17 +149,29 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
         }
     }
     let listed = daemon.peers()?.peers.len();
-    eprintln!("{listed} peers listed; settling for {:?}…", opts.settle);
+    eprintln!(
+        "{listed} peers listed; the bare engine gets them too; settling for {:?}…",
+        opts.settle
+    );
+    add_engine_peers(&mut engine, g, opts.peers)?;
     std::thread::sleep(opts.settle);
 
     eprintln!("idle for {:?}…", opts.idle);
-    let pid = daemon.process().pid();
-    let before = cpu_by_thread(pid)?;
+    let (pid, engine_pid) = (daemon.process().pid(), engine.process().pid());
+    let metrics_before = get(&socket, "/metrics").ok();
+    let (before, engine_before) = (cpu_by_thread(pid)?, cpu_by_thread(engine_pid)?);
     let started = Instant::now();
     std::thread::sleep(opts.idle);
-    let after = cpu_by_thread(pid)?;
+    let (after, engine_after) = (cpu_by_thread(pid)?, cpu_by_thread(engine_pid)?);
     let wall = started.elapsed().as_secs_f64();
     let idle_cpu_percent = idle_share(&before, &after, wall);
+    let engine_cpu_percent = idle_share(&engine_before, &engine_after, wall);
+    drop(engine);
+    // The reconcile passes of the window, from the daemon's own metrics (absent before them).
+    let reconcile = metrics_before.and_then(|before| {
+        let after = get(&socket, "/metrics").ok()?;
+        reconcile_delta(&before, &after)
+    });
 
     let first = Instant::now();
     get(&socket, "/v1/peers")?;
@@ -206,6 +219,7 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
         peers: listed,
         idle_cpu_percent,
         engine_cpu_percent,
+        reconcile,
         first_read_ms,
         peers_latency,
         status_latency,
@@ -214,14 +228,15 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The CPU share of a bare userspace WireGuard engine (`wgmesh-labnode serve` in `host`) holding
-/// `opts.peers` peers configured as the daemon configures its synthetic ones (endpoints on
-/// `peer_host` at [`BASE_PORT`] + i, the mesh PSK, keepalive, a /32 each; kicked once), over the
-/// idle window at the same distance from adding them as the daemon's.
-fn engine_baseline(exe: &Exe, host: &Host, peer_host: &Host, opts: Options) -> anyhow::Result<f64> {
-    let mut node = crate::node::LabNode::start(exe, host)?;
-    node.up(51820, &["10.77.0.1/16"])?;
-    let keys: Vec<String> = (0..opts.peers)
+/// Gives the bare engine `node` the `count` synthetic peers as the daemon configures them
+/// (endpoints on `peer_host` at [`BASE_PORT`] + i, a PSK, the keepalive, a /32 each) and kicks
+/// their handshakes, as the daemon does with peers it adds.
+fn add_engine_peers(
+    node: &mut crate::node::LabNode,
+    peer_host: &Host,
+    count: u16,
+) -> anyhow::Result<()> {
+    let keys: Vec<String> = (0..count)
         .map(|i| crate::node::keypair(FIRST_KEY + i).1)
         .collect();
     let peers: Vec<serde_json::Value> = keys
@@ -240,13 +255,21 @@ fn engine_baseline(exe: &Exe, host: &Host, peer_host: &Host, opts: Options) -> a
     node.apply(serde_json::json!({"private_key": crate::node::keypair(1).0, "add": peers}))?;
     std::thread::sleep(Duration::from_millis(300));
     node.call(serde_json::json!({"cmd": "kick", "peers": keys}))?;
-    std::thread::sleep(ADD_TO_SETTLE + opts.settle);
-    let pid = node.process().pid();
-    let before = cpu_by_thread(pid)?;
-    let started = Instant::now();
-    std::thread::sleep(opts.idle);
-    let after = cpu_by_thread(pid)?;
-    Ok(idle_share(&before, &after, started.elapsed().as_secs_f64()))
+    Ok(())
+}
+
+/// Reconcile passes between two scrapes of `/metrics`: (passes, their total duration in s).
+/// Reads the two unlabelled samples directly (a daemon without `/metrics` has none).
+fn reconcile_delta(before: &str, after: &str) -> Option<(f64, f64)> {
+    let value = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let delta = |name: &str| Some(value(after, name)? - value(before, name)?);
+    Some((
+        delta("wgmesh_reconcile_duration_seconds_count")?,
+        delta("wgmesh_reconcile_duration_seconds_sum")?,
+    ))
 }
 
 /// What synthetic nodes announce.
