@@ -168,15 +168,15 @@ pub fn run(exe: &Exe, opts: Options) -> anyhow::Result<Report> {
     let idle_cpu_percent = idle_share(&before, &after, wall);
     let engine_cpu_percent = idle_share(&engine_before, &engine_after, wall);
     drop(engine);
+
+    let first = Instant::now();
+    get(&socket, "/v1/peers")?;
+    let first_read_ms = ms(first.elapsed());
     // The reconcile passes of the window, from the daemon's own metrics (absent before them).
     let reconcile = metrics_before.and_then(|before| {
         let after = get(&socket, "/metrics").ok()?;
         reconcile_delta(&before, &after)
     });
-
-    let first = Instant::now();
-    get(&socket, "/v1/peers")?;
-    let first_read_ms = ms(first.elapsed());
 
     eprintln!("{} requests per route…", opts.requests);
     let peers_latency = latency(&socket, "/v1/peers", opts.requests)?;
