@@ -29,7 +29,9 @@
 //!   synthetic nodes with the lab keys `FIRST..FIRST+COUNT` ([`crate::node::keypair`]), mesh IPs
 //!   counted up from the 10th address of SUBNET, WireGuard ports from BASE_PORT and the hostname
 //!   HOSTNAME (default `wgmesh-labnode`), paced so that the daemon's receive buffer never
-//!   overflows (`wgmesh-lab bench-api` fills a store with them).
+//!   overflows (`wgmesh-lab bench-api` fills a store with them);
+//! - `http-get ADDR PATH`: one HTTP/1.1 `GET PATH` to the TCP address ADDR (a daemon's
+//!   `--metrics-listen`), the whole response (head and body) on stdout.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -58,12 +60,14 @@ pub const COMMANDS: &[&str] = &[
     "udp-check",
     "announce",
     "announce-many",
+    "http-get",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
-                     | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME]";
+                     | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
+                     | http-get ADDR PATH";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -143,6 +147,7 @@ where
                 )
                 .await
             }
+            "http-get" => http_get(arg(&args, 1)?, arg(&args, 2)?).await,
             other => bail!("unknown command {other}"),
         }
     });
@@ -621,4 +626,26 @@ async fn announce_many(
         }
     }
     Ok(())
+}
+
+/// `GET path` to `addr` on a connection of its own (closed after the answer); prints the whole
+/// response.
+async fn http_get(addr: SocketAddr, path: String) -> anyhow::Result<()> {
+    let work = async {
+        let mut sock = tokio::net::TcpStream::connect(addr).await?;
+        sock.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut response = Vec::new();
+        sock.read_to_end(&mut response).await?;
+        let mut stdout = tokio::io::stdout();
+        stdout.write_all(&response).await?;
+        stdout.flush().await?;
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| anyhow!("GET {path} on {addr}: no answer within 10 s"))?
+        .with_context(|| format!("GET {path} on {addr}"))
 }

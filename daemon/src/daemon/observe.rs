@@ -150,13 +150,16 @@ impl<W: WireGuard + 'static> StatusTask<W> {
         let mut interface = InterfaceState::of(&interfaces.borrow_and_update(), self.ifindex);
         let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
         summary.tick().await;
-        let mut local_open = true;
+        let (mut local_open, mut interfaces_open) = (true, true);
         // A rebuild at once: whatever happened while the task was not running.
         let mut pending = Some(Instant::now());
         let mut transition: Option<Instant> = None;
         loop {
             let far = Instant::now() + SUMMARY_INTERVAL;
             let trigger = tokio::select! {
+                // Cancellation first: at shutdown the other tasks drop their channels too, and
+                // that is not a failure.
+                biased;
                 () = ctx.cancel.cancelled() => return Ok(()),
                 () = self.publisher.refresh_requested() => Trigger::Refresh,
                 () = tokio::time::sleep_until(pending.unwrap_or(far)), if pending.is_some() => {
@@ -189,8 +192,9 @@ impl<W: WireGuard + 'static> StatusTask<W> {
                     pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                     continue;
                 }
-                changed = interfaces.changed() => {
-                    changed.map_err(|_| "the interfaces task is gone")?;
+                changed = interfaces.changed(), if interfaces_open => {
+                    // Closed only once the interfaces task is gone for good: keep the last list.
+                    interfaces_open = changed.is_ok();
                     let now = InterfaceState::of(&interfaces.borrow_and_update(), self.ifindex);
                     if now != interface {
                         interface = now;
