@@ -138,7 +138,7 @@ impl MetricsListener {
 }
 
 /// Serves `GET /metrics` of `state` on `listener` until `shutdown` is cancelled; then gives the
-/// connections still open [`METRICS_DRAIN`] to finish and closes them. Failed accepts are logged
+/// connections still open a second to finish and closes them. Failed accepts are logged
 /// and retried after a pause; the listener stays usable, so the task can be restarted with it.
 pub async fn serve_metrics(
     listener: Arc<MetricsListener>,

@@ -45,7 +45,7 @@ pub use auth::PeerCred;
 pub use control::{ControlError, ControlRequest};
 pub use error::ApiError;
 pub use listener::{ApiListener, bind};
-pub use metrics::{MAX_METRICS_CONNECTIONS, MetricsListener, serve_metrics};
+pub use metrics::{MAX_METRICS_CONNECTIONS, MetricsBindError, MetricsListener, serve_metrics};
 pub use server::{
     DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, ServeOptions,
     serve, serve_with,
