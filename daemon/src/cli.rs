@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
-use crate::logging::{LogFormat, LogLevel};
+use crate::logging::{LogControl, LogFormat, LogLevel};
 
 /// How long the runtime waits for stuck blocking calls when the daemon exits.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
     name = "wgmeshd",
     version,
     propagate_version = true,
-    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log filter, overrides --log-level (e.g. wgmeshd=debug)"
+    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log directives on top of --log-level, which win for the targets they name (e.g. wgmeshd::discovery=debug)"
 )]
 pub struct Cli {
     /// Log verbosity: debug, info, warn (or warning), error.
@@ -47,7 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Join the mesh of a secret and run until stopped: create the WireGuard interface, find
     /// peers, keep the device and routes in sync, serve the control API. SIGINT/SIGTERM stop it
-    /// cleanly (a second signal exits at once).
+    /// cleanly (a second signal exits at once); SIGHUP re-reads the reload file
+    /// `<state-dir>/<iface>.reload` (advertise-routes, log-level).
     Join(Box<JoinArgs>),
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
@@ -121,8 +122,8 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    crate::logging::init(cli.log_level, cli.log_format);
-    match run(cli) {
+    let log_control = crate::logging::init(cli.log_level, cli.log_format);
+    match run(cli, log_control) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("wgmeshd: error: {err:#}");
@@ -131,14 +132,15 @@ where
     }
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line; `log_control` is the running log filter (from
+/// [`crate::logging::init`]), which reloads of the daemon's level change.
 ///
 /// # Errors
 ///
 /// Whatever the command failed with; `main_from` prints it.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, log_control: Option<LogControl>) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Join(args) => join_cmd(*args, cli.log_level),
+        Command::Join(args) => join_cmd(*args, cli.log_level, log_control),
         Command::Identity(args) => identity_cmd(&args),
     }
 }
@@ -184,12 +186,19 @@ unsafe fn scrub_secret_env() {
     }
 }
 
-fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
+fn join_cmd(
+    args: JoinArgs,
+    log_level: LogLevel,
+    log_control: Option<LogControl>,
+) -> anyhow::Result<ExitCode> {
     let secret = resolve_secret(&args.secret)?;
     if *secret.origin() == SecretOrigin::Env {
         // SAFETY: no runtime and no other thread exist yet (logging spawns none).
         unsafe { scrub_secret_env() };
     }
+    // One slot: SIGHUPs arriving while a reload waits are folded into it (it reads the file
+    // when it runs, so it sees the latest content).
+    let (hangups, hangups_rx) = tokio::sync::mpsc::channel(1);
     let opts = crate::daemon::JoinOptions {
         secret,
         interface: args.interface,
@@ -202,6 +211,8 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
         lan_discovery: !args.no_lan_discovery,
         introducer: args.introducer,
         log_level,
+        log_control,
+        hangups: Some(hangups_rx),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -212,7 +223,7 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
         // Signals are handled from the first moment, so a SIGTERM during start-up still tears
         // down what was built.
         let (stop, force) = (CancellationToken::new(), CancellationToken::new());
-        let signals = watch_signals(stop.clone(), force.clone())?;
+        let signals = watch_signals(stop.clone(), force.clone(), hangups)?;
         let result =
             crate::daemon::run(opts, stop.cancelled_owned(), force.cancelled_owned()).await;
         signals.abort();
@@ -225,13 +236,15 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
 }
 
 /// The first SIGINT/SIGTERM cancels `stop` (graceful: wait for the tasks, then tear down); a
-/// second one cancels `force` (stop waiting, tear down now); a third exits at once. SIGHUP is
-/// logged (live reload comes with the control-plane work).
+/// second one cancels `force` (stop waiting, tear down now); a third exits at once. SIGHUP asks
+/// the daemon's `control` task, through `hangups`, to re-read the reload file.
 fn watch_signals(
     stop: CancellationToken,
     force: CancellationToken,
+    hangups: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    use tokio::sync::mpsc::error::TrySendError;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -241,7 +254,17 @@ fn watch_signals(
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP received: live reload is not supported yet; restart wgmeshd to change settings");
+                    match hangups.try_send(()) {
+                        Ok(()) => tracing::info!(signal = "SIGHUP", "reloading from the reload file"),
+                        Err(TrySendError::Full(())) => tracing::info!(
+                            signal = "SIGHUP",
+                            "a reload is already waiting; it will read the reload file as it is then"
+                        ),
+                        Err(TrySendError::Closed(())) => tracing::warn!(
+                            signal = "SIGHUP",
+                            "the daemon is stopping; not reloading"
+                        ),
+                    }
                     continue;
                 }
             };

@@ -100,6 +100,8 @@ fn options(dirs: &Dirs) -> JoinOptions {
         lan_discovery: false,
         introducer: false,
         log_level: LogLevel::Info,
+        log_control: None,
+        hangups: None,
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod control;
 mod host_changes;
+mod reload;
 mod tasks;
 mod teardown;
 
@@ -31,7 +32,7 @@ use crate::api;
 use crate::config::{InterfaceName, MeshSecret, MeshSubnet};
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
-use crate::logging::LogLevel;
+use crate::logging::{LogControl, LogLevel};
 use crate::supervisor::Supervisor;
 use crate::system::fs::{LockError, LockFile};
 use crate::system::net::Netlink;
@@ -74,6 +75,12 @@ pub struct JoinOptions {
     pub introducer: bool,
     /// The log level the daemon started with.
     pub log_level: LogLevel,
+    /// The running log filter (from [`crate::logging::init`]), so a reload changes the level;
+    /// `None` when this process did not install it: a reload of the level is then refused.
+    pub log_control: Option<LogControl>,
+    /// One message per SIGHUP: re-read the reload file `<state-dir>/<iface>.reload` (the
+    /// `control` task does, like any other reload). `None`: no signal reloads.
+    pub hangups: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 /// Where the lock of `iface`'s daemon lives.
@@ -121,11 +128,12 @@ pub fn pick_listen_port(preferred: u16) -> anyhow::Result<u16> {
 /// Start-up failures (claim, identity, device, addresses) and a critical task's failure; the
 /// device is torn down in every case once it exists.
 pub async fn run(
-    opts: JoinOptions,
+    mut opts: JoinOptions,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let keys = DerivedKeys::derive(&opts.secret);
+    let hangups = opts.hangups.take();
     let iface = opts.interface.as_str();
 
     // 1. Claim, before any device is touched.
@@ -172,6 +180,7 @@ pub async fn run(
     let result = operate(
         Node::new(&opts, &keys, id, net, wg, port, backend_reason),
         listener,
+        hangups,
         &mut teardown,
         shutdown,
         force,
@@ -195,6 +204,7 @@ pub async fn run(
 async fn operate(
     mut node: Node,
     listener: api::ApiListener,
+    hangups: Option<tokio::sync::mpsc::Receiver<()>>,
     teardown: &mut Teardown,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
@@ -202,7 +212,7 @@ async fn operate(
     node.configure_interface(teardown).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let (supervisor, mut fatal) = Supervisor::new(cancel.clone());
-    node.spawn_tasks(&supervisor, listener).await;
+    node.spawn_tasks(&supervisor, listener, hangups).await;
     tracing::info!(socket = %node.socket().display(), "daemon running");
 
     let outcome = tokio::select! {

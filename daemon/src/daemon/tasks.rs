@@ -7,7 +7,7 @@
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `status` | restart | refreshes the API snapshots every second, logs the summary |
-//! | `control` | restart | carries out the API's write requests (reload, cache flush) |
+//! | `control` | restart | carries out the API's write requests (reload, cache flush) and SIGHUP reloads |
 //! | `api` | critical | serves the control API |
 
 use std::path::{Path, PathBuf};
@@ -19,13 +19,16 @@ use ipnet::{IpNet, Ipv6Net};
 use tokio::sync::watch;
 
 use super::control::Control;
+use super::reload::Reloader;
 use super::{JoinOptions, MTU, Teardown, host_changes};
 use crate::api::{self, ApiState};
+use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::identity::Identity;
 use crate::keys::{PresharedKey, PrivateKey};
+use crate::logging::LogControl;
 use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
 use crate::status::{self, Inputs, NodeFacts};
@@ -49,6 +52,10 @@ pub struct Node {
     socket: PathBuf,
     /// `<state-dir>/<iface>.host-changes.json`: see [`host_changes`].
     host_changes: PathBuf,
+    /// `<state-dir>/<iface>.reload`: what SIGHUP and an empty `POST /v1/reload` read.
+    reload_file: PathBuf,
+    /// The running log filter, which a reload of the level changes.
+    log_control: Option<LogControl>,
     introducer: bool,
     lan_discovery: bool,
     prefix_len: u8,
@@ -126,6 +133,8 @@ impl Node {
             iface: opts.interface.as_str().to_owned(),
             socket: opts.socket.clone(),
             host_changes: host_changes::record_path(&opts.state_dir, &opts.interface),
+            reload_file: reload_file_path(&opts.state_dir, &opts.interface),
+            log_control: opts.log_control.clone(),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
             prefix_len: mesh_v4.prefix_len(),
@@ -222,8 +231,14 @@ impl Node {
         Ok(())
     }
 
-    /// Spawns every task of the node on `sup`.
-    pub async fn spawn_tasks(&self, sup: &Supervisor, listener: api::ApiListener) {
+    /// Spawns every task of the node on `sup`; `hangups` (one message per SIGHUP) go to the
+    /// `control` task.
+    pub async fn spawn_tasks(
+        &self,
+        sup: &Supervisor,
+        listener: api::ApiListener,
+        hangups: Option<tokio::sync::mpsc::Receiver<()>>,
+    ) {
         let wg = self.wg.clone();
         let initial = match self.net.interfaces().await {
             Ok(list) => list,
@@ -302,13 +317,21 @@ impl Node {
         sup.spawn_restarting("status", None, move |ctx| snapshots.clone().run(ctx));
 
         let (state, requests) = ApiState::new(status_rx, peers_rx);
-        let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        let control = Arc::new(Control {});
+        // Kept across restarts of the task: a SIGHUP or request queued meanwhile is not lost.
+        let inbox = Arc::new(tokio::sync::Mutex::new((Some(requests), hangups)));
+        let control = Arc::new(Control {
+            reloader: Reloader {
+                file: self.reload_file.clone(),
+                local: self.local.clone(),
+                log: self.log_control.clone(),
+            },
+        });
         sup.spawn_restarting("control", None, move |ctx| {
-            let (control, requests) = (control.clone(), requests.clone());
+            let (control, inbox) = (control.clone(), inbox.clone());
             async move {
-                let mut requests = requests.lock().await;
-                control.run(&mut requests, ctx).await
+                let mut inbox = inbox.lock().await;
+                let (requests, hangups) = &mut *inbox;
+                control.run(requests, hangups, ctx).await
             }
         });
         sup.spawn_critical("api", move |ctx| async move {
