@@ -242,4 +242,16 @@ pub(crate) mod tests {
         assert!(text.contains("other target at debug"), "{text}");
         assert_eq!(control.overrides(), Some("wgmeshd::logging=error"));
     }
+
+    #[test]
+    fn a_bare_level_in_rust_log_wins_over_any_reloaded_level() {
+        let (out, control, _guard) = capture(LogLevel::Info, Some("debug"));
+        control.set_level(LogLevel::Error).unwrap();
+        tracing::debug!("debug as RUST_LOG says");
+        assert!(
+            out.text().contains("debug as RUST_LOG says"),
+            "{}",
+            out.text()
+        );
+    }
 }
