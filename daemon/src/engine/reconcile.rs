@@ -1,5 +1,6 @@
-//! The reconcile loop: read the live device, compute the desired one from the active peers, apply
-//! the difference in one call, sync the routes. It runs every [`INTERVAL`] and within
+//! The reconcile loop: read the live device, compute the desired one from the peers that belong on
+//! it ([`PeerStore::for_device`]: active ones and unconfirmed cache restores), apply the
+//! difference in one call, sync the routes. It runs every [`INTERVAL`] and within
 //! [`DEBOUNCE`] of a peer-store change, and is only ever cancelled between passes, so an apply in
 //! flight always completes (seed 004: shutdown must not cut a peer half-configured).
 
@@ -110,7 +111,7 @@ impl<W: WireGuard> Reconciler<W> {
     /// Only when the device cannot be read; a refused apply or route is logged and reported.
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
         let local = self.local.borrow().clone();
-        let peers = self.store.active(Instant::now());
+        let peers = self.store.for_device(Instant::now());
         let desired = desired_device(&local, &peers, self.psk, &self.policy());
         let live = self.wg.read().await?;
         let me = DeviceSettings {
