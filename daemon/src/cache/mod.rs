@@ -16,7 +16,8 @@
 //! - **Failures**: a missing cache is normal; an unreadable or corrupt one is logged and ignored,
 //!   and the next save replaces it. A failed save leaves the previous file as it was.
 //!
-//! File I/O runs on the blocking pool; the decisions ([`restore`](self::restore)) are pure.
+//! File I/O runs on the blocking pool; the decisions ([`restorable`], [`entry_of`],
+//! [`next_entries`]) are pure.
 
 mod file;
 mod restore;
