@@ -121,11 +121,11 @@ pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
         peers: api::PeerCounts {
             total: inputs.peers.len(),
             active: count(Liveness::Active),
+            cached: count(Liveness::Cached),
             connected: inputs.peers.iter().filter(|p| connected(inputs, p)).count(),
             quarantined: count(Liveness::Quarantined),
             dead: count(Liveness::Dead),
             by_via: by_via(inputs.peers),
-            ..api::PeerCounts::default()
         },
         ..facts.base.clone()
     }
@@ -199,7 +199,7 @@ pub fn summary_line(status: &api::Status, list: &api::PeerList) -> String {
         .filter(|p| p.endpoint_method.as_deref() == Some(Method::Lan.as_str()))
         .count();
     format!(
-        "mesh: {} peers ({} active, {} connected; {} via LAN)",
-        status.peers.total, status.peers.active, status.peers.connected, lan
+        "mesh: {} peers ({} active, {} cached, {} connected; {} via LAN)",
+        status.peers.total, status.peers.active, status.peers.cached, status.peers.connected, lan
     )
 }

@@ -2,17 +2,25 @@
 //! It answers the API's [`ControlRequest`]s and SIGHUPs one at a time, so two reloads never
 //! interleave.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use wgmesh_api_types::{CacheFlushResponse, ReloadRequest, ReloadResponse, ReloadSource};
 
 use super::reload::Reloader;
 use crate::api::{ControlError, ControlRequest};
+use crate::cache::PeerCache;
+use crate::peers::PeerStore;
 use crate::supervisor::{TaskContext, TaskError};
 
 /// What the control task needs to carry out requests.
 pub struct Control {
     /// The one reload function's state (SIGHUP and `POST /v1/reload` both use it).
     pub reloader: Reloader,
+    /// The peer cache (its one writer) and the store it saves.
+    pub cache: Arc<PeerCache>,
+    /// The peers.
+    pub store: Arc<PeerStore>,
 }
 
 /// The next message of an optional channel; pending forever without one (or once it closed,
@@ -38,11 +46,22 @@ impl Control {
         self.reloader.reload(request, source).await
     }
 
-    /// Writes the peer cache now.
+    /// Writes the peer cache now; nothing else changes.
     async fn flush_cache(&self) -> Result<CacheFlushResponse, ControlError> {
-        Err(ControlError::Failed(
-            "the peer cache is not available in this build yet".to_owned(),
-        ))
+        match self.cache.save(&self.store).await {
+            Ok(peers) => {
+                tracing::info!(path = %self.cache.path().display(), peers, "peer cache flushed");
+                Ok(CacheFlushResponse {
+                    schema_version: wgmesh_api_types::SCHEMA_VERSION,
+                    path: self.cache.path().display().to_string(),
+                    peers,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer cache flush failed");
+                Err(ControlError::Failed(e.to_string()))
+            }
+        }
     }
 
     /// Answers requests and hangups (one message per SIGHUP: re-read the reload file) until
@@ -84,20 +103,27 @@ impl Control {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use tokio::sync::oneshot;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::cache;
     use crate::daemon::reload::tests::reloader;
+    use crate::keys::PublicKey;
+    use crate::peers::{Method, PeerUpdate};
 
     #[tokio::test]
     async fn sighup_and_the_api_reach_the_same_reload_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (reloader, mut node, _) = reloader(dir.path(), false);
         std::fs::write(&reloader.file, "advertise-routes=10.20.0.0/24\n").unwrap();
-        let control = Control { reloader };
+        let control = Control {
+            reloader,
+            cache: Arc::new(PeerCache::new(dir.path().join("wg0-peers.json"))),
+            store: Arc::new(PeerStore::default()),
+        };
         let (requests_tx, requests) = mpsc::channel(4);
         let (hangups_tx, hangups) = mpsc::channel(1);
         let cancel = CancellationToken::new();
@@ -160,5 +186,54 @@ mod tests {
         };
         let (result, ()) = tokio::join!(task, test);
         assert!(result.is_ok());
+    }
+
+    fn control(path: std::path::PathBuf) -> Control {
+        let store = Arc::new(PeerStore::default());
+        for n in 1..=3u8 {
+            store.update(
+                PeerUpdate {
+                    mesh_ip: Some(std::net::Ipv4Addr::new(10, 42, 0, n)),
+                    ..PeerUpdate::new(PublicKey([n; 32]))
+                },
+                Method::Lan,
+                Instant::now(),
+            );
+        }
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        Control {
+            reloader: reloader(&dir, false).0,
+            cache: Arc::new(PeerCache::new(path)),
+            store,
+        }
+    }
+
+    #[tokio::test]
+    async fn flush_writes_the_cache_and_answers_path_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0-peers.json");
+        let answer = control(path.clone()).flush_cache().await.unwrap();
+        assert_eq!(
+            answer,
+            CacheFlushResponse {
+                schema_version: wgmesh_api_types::SCHEMA_VERSION,
+                path: path.display().to_string(),
+                peers: 3,
+            }
+        );
+        assert_eq!(cache::load(&path).unwrap().unwrap().peers.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("wg0-peers.json");
+        match control(path).flush_cache().await {
+            Err(ControlError::Failed(text)) => assert!(text.contains("wg0-peers.json"), "{text}"),
+            other => panic!("expected Failed, got {other:?}"),
+        }
     }
 }

@@ -4,14 +4,15 @@
 //!    `<state-dir>/<iface>.lock` is taken and the API socket is bound. A second `wgmeshd` for the
 //!    same interface or socket fails here, with the first one's device untouched.
 //! 2. **Build**: the identity, the WireGuard device (from here on [`Teardown`] owns its removal),
-//!    addresses, MTU, link up, forwarding on an introducer.
+//!    addresses, MTU, link up, forwarding on an introducer; the peer cache is restored into the
+//!    store, so the reconcile loop's first pass puts those peers on the device.
 //! 3. **Run**: every task (module `tasks`) on one [`Supervisor`] until the shutdown future completes
 //!    or a critical task fails.
 //! 4. **Stop**: cancel, wait for every task (at most [`SHUTDOWN_DEADLINE`], or less if the force
-//!    future completes — a second signal), then tear down on every path: the device (kernel link
-//!    included, even when a task is stuck holding it), forwarding, firewall rules. No task
-//!    outlives [`run`] unnoticed (seed 004: Go's daemon let five loops run on against an
-//!    interface being deleted).
+//!    future completes — a second signal), save the peer cache a last time, then tear down on
+//!    every path: the device (kernel link included, even when a task is stuck holding it),
+//!    forwarding, firewall rules. No task outlives [`run`] unnoticed (seed 004: Go's daemon let
+//!    five loops run on against an interface being deleted).
 
 mod control;
 mod host_changes;
@@ -38,7 +39,7 @@ use crate::system::fs::{LockError, LockFile};
 use crate::system::net::Netlink;
 use crate::system::wg::{AnyWireGuard, BackendChoice};
 
-pub use tasks::{Node, SNAPSHOT_INTERVAL, SUMMARY_INTERVAL};
+pub use tasks::{CACHE_SAVE_DEADLINE, Node, SNAPSHOT_INTERVAL, SUMMARY_INTERVAL};
 pub use teardown::Teardown;
 
 /// How long shutdown waits for the tasks before giving up on them.
@@ -210,6 +211,7 @@ async fn operate(
     force: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     node.configure_interface(teardown).await?;
+    node.restore_cache().await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let (supervisor, mut fatal) = Supervisor::new(cancel.clone());
     node.spawn_tasks(&supervisor, listener, hangups).await;
@@ -241,5 +243,6 @@ async fn operate(
             );
         }
     }
+    node.save_cache().await;
     outcome
 }

@@ -6,6 +6,7 @@
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
+//! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | refreshes the API snapshots every second, logs the summary |
 //! | `control` | restart | carries out the API's write requests (reload, cache flush) and SIGHUP reloads |
 //! | `api` | critical | serves the control API |
@@ -22,6 +23,7 @@ use super::control::Control;
 use super::reload::Reloader;
 use super::{JoinOptions, MTU, Teardown, host_changes};
 use crate::api::{self, ApiState};
+use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::{self, lan::LanDiscovery};
@@ -45,6 +47,8 @@ pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
 /// How often the API snapshots are refreshed (besides after every reconcile pass).
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the last save of the peer cache may take at shutdown.
+pub const CACHE_SAVE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The node's shared state, built once the device exists.
 pub struct Node {
@@ -68,6 +72,9 @@ pub struct Node {
     wg: Arc<AnyWireGuard>,
     ifindex: u32,
     store: Arc<PeerStore>,
+    /// `<state-dir>/<iface>-peers.json`: restored at start, saved by the `cache` task, on
+    /// request and at shutdown.
+    cache: Arc<PeerCache>,
     local: watch::Sender<LocalNode>,
     facts: NodeFacts,
 }
@@ -150,6 +157,10 @@ impl Node {
             wg,
             ifindex: 0,
             store: Arc::new(PeerStore::new(DEFAULT_CAP)),
+            cache: Arc::new(PeerCache::new(cache::cache_path(
+                &opts.state_dir,
+                &opts.interface,
+            ))),
             local: watch::channel(local).0,
             facts,
         }
@@ -231,6 +242,31 @@ impl Node {
         Ok(())
     }
 
+    /// Puts the peers of the cache into the store (as `cache`, so the first reconcile pass puts
+    /// them on the device). Call before [`Node::spawn_tasks`]; a bad cache is logged and ignored.
+    pub async fn restore_cache(&self) {
+        let ctx = RestoreContext {
+            own_key: self.local.borrow().public_key,
+            mesh: self.mesh,
+        };
+        self.cache.restore(&self.store, &ctx).await;
+    }
+
+    /// The last save of the peer cache, at shutdown (after the tasks stopped, before the
+    /// teardown); bounded by [`CACHE_SAVE_DEADLINE`], failures logged.
+    pub async fn save_cache(&self) {
+        let path = self.cache.path().display().to_string();
+        match tokio::time::timeout(CACHE_SAVE_DEADLINE, self.cache.save(&self.store)).await {
+            Ok(Ok(peers)) => tracing::info!(path, peers, "peer cache saved"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the peer cache"),
+            Err(_) => tracing::error!(
+                path,
+                deadline_s = CACHE_SAVE_DEADLINE.as_secs(),
+                "the peer cache was not saved in time"
+            ),
+        }
+    }
+
     /// Spawns every task of the node on `sup`; `hangups` (one message per SIGHUP) go to the
     /// `control` task.
     pub async fn spawn_tasks(
@@ -299,6 +335,11 @@ impl Node {
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
+        let (cache, store) = (self.cache.clone(), self.store.clone());
+        sup.spawn_restarting("cache", None, move |ctx| {
+            cache.clone().run(store.clone(), ctx)
+        });
+
         let (status_tx, status_rx) = watch::channel(self.facts.base.clone());
         let (peers_tx, peers_rx) = watch::channel(wgmesh_api_types::PeerList {
             schema_version: wgmesh_api_types::SCHEMA_VERSION,
@@ -325,6 +366,8 @@ impl Node {
                 local: self.local.clone(),
                 log: self.log_control.clone(),
             },
+            cache: self.cache.clone(),
+            store: self.store.clone(),
         });
         sup.spawn_restarting("control", None, move |ctx| {
             let (control, inbox) = (control.clone(), inbox.clone());

@@ -1,5 +1,6 @@
-//! The reconcile loop: read the live device, compute the desired one from the active peers, apply
-//! the difference in one call, sync the routes. It runs every [`INTERVAL`] and within
+//! The reconcile loop: read the live device, compute the desired one from the peers that belong on
+//! it ([`PeerStore::for_device`]: active ones and unconfirmed cache restores), apply the
+//! difference in one call, sync the routes. It runs every [`INTERVAL`] and within
 //! [`DEBOUNCE`] of a peer-store change, and is only ever cancelled between passes, so an apply in
 //! flight always completes (seed 004: shutdown must not cut a peer half-configured).
 
@@ -110,7 +111,7 @@ impl<W: WireGuard> Reconciler<W> {
     /// Only when the device cannot be read; a refused apply or route is logged and reported.
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
         let local = self.local.borrow().clone();
-        let peers = self.store.active(Instant::now());
+        let peers = self.store.for_device(Instant::now());
         let desired = desired_device(&local, &peers, self.psk, &self.policy());
         let live = self.wg.read().await?;
         let me = DeviceSettings {
@@ -336,7 +337,7 @@ fn split(update: DeviceUpdate) -> Vec<DeviceUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::{Method, PeerUpdate};
+    use crate::peers::{CACHE_GRACE, Method, PeerUpdate};
     use crate::system::wg::fake::FakeWireGuard;
 
     fn key(b: u8) -> PublicKey {
@@ -430,6 +431,43 @@ mod tests {
         assert_eq!(fake.kicks(), vec![key(3)]);
         cancel.cancel();
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_peers_go_on_the_device_at_once_but_not_after_their_grace() {
+        let fake = Arc::new(FakeWireGuard::new("wgt0"));
+        let store = Arc::new(PeerStore::new(1000));
+        let now = Instant::now();
+        let hour_ago = now.checked_sub(Duration::from_secs(3600)).unwrap();
+        let cached = |b: u8| PeerUpdate {
+            last_seen: Some(hour_ago),
+            ..announce(b)
+        };
+        // 2: restored now, seen an hour ago. 3: restored a grace period ago, never confirmed.
+        store.update(cached(2), Method::Cache, now);
+        store.update(
+            cached(3),
+            Method::Cache,
+            now.checked_sub(CACHE_GRACE).unwrap(),
+        );
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let report = r.reconcile_once().await.unwrap();
+        assert_eq!(
+            report.added,
+            [key(2)],
+            "the fresh restore, despite its old last_seen"
+        );
+        // A live source confirms 2: it stays, now with the live endpoint.
+        let mut live = announce(2);
+        live.endpoint = Some("192.0.2.99:51820".parse().unwrap());
+        store.update(live, Method::Lan, Instant::now());
+        r.reconcile_once().await.unwrap();
+        let device = fake.read().await.unwrap();
+        assert_eq!(device.peers.keys().copied().collect::<Vec<_>>(), [key(2)]);
+        assert_eq!(
+            device.peers[&key(2)].endpoint,
+            Some("192.0.2.99:51820".parse().unwrap())
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::rank::{classify, is_alive, merge, new_peer};
+use super::rank::{classify, merge, new_peer};
 use super::{
     DEFAULT_CAP, Liveness, Method, Peer, PeerEvent, PeerUpdate, REMOVE_AFTER, UpdateOutcome,
 };
@@ -125,24 +125,37 @@ impl PeerStore {
         self.read().peers.values().cloned().collect()
     }
 
-    /// Copies of the peers seen less than [`DEAD_AFTER`](super::DEAD_AFTER) ago and not
-    /// quarantined at `now`, sorted by key. Reconcile, relay candidates, probing and health use this.
+    /// Copies of the peers [`Liveness::Active`] at `now` (seen less than
+    /// [`DEAD_AFTER`](super::DEAD_AFTER) ago by a live source, not quarantined), sorted by key:
+    /// the peers something live vouches for. Relay candidates, probing and health use this; an
+    /// unconfirmed cache restore is not among them.
     pub fn active(&self, now: Instant) -> Vec<Peer> {
+        self.matching(now, |l| l == Liveness::Active)
+    }
+
+    /// Copies of the peers that belong on the WireGuard device at `now` ([`Liveness::on_device`]:
+    /// active ones and unconfirmed cache restores), sorted by key. The reconcile loop uses this.
+    pub fn for_device(&self, now: Instant) -> Vec<Peer> {
+        self.matching(now, Liveness::on_device)
+    }
+
+    fn matching(&self, now: Instant, keep: impl Fn(Liveness) -> bool) -> Vec<Peer> {
         self.read()
             .peers
             .values()
-            .filter(|p| p.liveness(now) == Liveness::Active)
+            .filter(|p| keep(p.liveness(now)))
             .cloned()
             .collect()
     }
 
-    /// True if the peer is unknown or was last seen [`DEAD_AFTER`](super::DEAD_AFTER) or more
-    /// before `now` (the complement of liveness in [`active`](Self::active); quarantine aside).
+    /// True if the peer is unknown or, quarantine aside, [`Liveness::Dead`] at `now` (last seen
+    /// [`DEAD_AFTER`](super::DEAD_AFTER) or more before `now` and not within a cache restore's
+    /// grace).
     pub fn is_dead(&self, key: &PublicKey, now: Instant) -> bool {
         self.read()
             .peers
             .get(key)
-            .is_none_or(|p| !is_alive(p.last_seen, now))
+            .is_none_or(|p| p.presence(now) == Liveness::Dead)
     }
 
     /// Deletes the peer; emits `Removed` and returns true if it was stored. Quarantine is kept.
@@ -154,15 +167,19 @@ impl PeerStore {
         removed
     }
 
-    /// Deletes the peers last seen more than [`REMOVE_AFTER`] before `now` (and forgets expired
-    /// quarantines); emits `Removed` for each and returns their keys, sorted.
+    /// Deletes the peers last seen more than [`REMOVE_AFTER`] before `now`, except cache
+    /// restores still within their grace (their `last_seen` is old by nature), and forgets
+    /// expired quarantines; emits `Removed` for each and returns their keys, sorted.
     pub fn cleanup_stale(&self, now: Instant) -> Vec<PublicKey> {
         let removed: Vec<PublicKey> = {
             let mut inner = self.write();
             let stale: Vec<PublicKey> = inner
                 .peers
                 .values()
-                .filter(|p| now.saturating_duration_since(p.last_seen) > REMOVE_AFTER)
+                .filter(|p| {
+                    now.saturating_duration_since(p.last_seen) > REMOVE_AFTER
+                        && !p.in_cache_grace(now)
+                })
                 .map(|p| p.public_key)
                 .collect();
             for key in &stale {
@@ -411,6 +428,50 @@ mod tests {
     }
 
     #[test]
+    fn for_device_is_active_plus_cached_and_cleanup_spares_the_grace() {
+        let s = PeerStore::default();
+        let t0 = Instant::now();
+        let now = t0 + 60 * MIN;
+        let restored = |n: u16, seen: Instant| PeerUpdate {
+            last_seen: Some(seen),
+            ..upd(n)
+        };
+        s.update(upd(1), Lan, now); // live
+        s.update(upd(2), Lan, t0); // dead, swept
+        s.update(restored(3, t0), Cache, now); // cached, an hour old
+        s.update(restored(4, now - MIN), Cache, now); // cached, a minute old
+        s.update(upd(5), Lan, now);
+        s.quarantine(&key(5), now + QUARANTINE_TTL);
+        let keys = |peers: Vec<Peer>| peers.into_iter().map(|p| p.public_key).collect::<Vec<_>>();
+        #[rustfmt::skip]
+        let rows: [(&str, Duration, &[u16], &[u16]); 4] = [
+            // (case, after `now`, for_device, active)
+            ("at the restore", Duration::ZERO, &[1, 3, 4], &[1]),
+            ("just before the grace ends", DEAD_AFTER - Duration::from_secs(1), &[1, 3, 4, 5], &[1, 5]),
+            ("grace over", DEAD_AFTER, &[], &[]),
+            ("quarantine over", QUARANTINE_TTL, &[1, 3, 4, 5], &[1, 5]),
+        ];
+        for (case, after, device, active) in rows {
+            let at = now + after;
+            let want = |ns: &[u16]| ns.iter().map(|n| key(*n)).collect::<Vec<_>>();
+            assert_eq!(keys(s.for_device(at)), want(device), "{case}: for_device");
+            assert_eq!(keys(s.active(at)), want(active), "{case}: active");
+        }
+        assert!(!s.is_dead(&key(3), now), "cached is not dead");
+        assert!(s.is_dead(&key(3), now + DEAD_AFTER));
+        assert_eq!(
+            s.cleanup_stale(now),
+            [key(2)],
+            "the hour-old restore is spared"
+        );
+        assert_eq!(
+            s.cleanup_stale(now + DEAD_AFTER),
+            [key(3)],
+            "swept once its grace is over"
+        );
+    }
+
+    #[test]
     fn cache_and_transitive_last_seen() {
         let s = PeerStore::default();
         let t0 = Instant::now();
@@ -425,7 +486,8 @@ mod tests {
             now - 3 * MIN,
             "cache keeps last_seen"
         );
-        assert_eq!(s.active(now).len(), 1, "cached 3 min ago: active");
+        assert_eq!(s.active(now).len(), 0, "restored, unconfirmed: not active");
+        assert_eq!(s.for_device(now).len(), 1, "but on the device");
 
         s.update(upd(2), Dht, t0);
         s.update(upd(2), GossipTransitive, t0 + MIN);
