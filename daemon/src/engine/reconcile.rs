@@ -17,7 +17,7 @@ use super::diff::{DeviceSettings, diff};
 use super::route_policy::RoutePolicy;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::node::LocalNode;
-use crate::peers::PeerStore;
+use crate::peers::{PeerStore, handshake_is_recent};
 use crate::system::net::{HostInterfaces, Netlink, local_networks};
 use crate::system::wg::{ApplyReport, DeviceUpdate, LiveDevice, WgError, WireGuard};
 
@@ -135,6 +135,10 @@ impl<W: WireGuard> Reconciler<W> {
             report.added = added;
             self.wg.read().await?
         };
+        self.store.heard_from(
+            &recent_handshakes(&live, Instant::now(), SystemTime::now()),
+            Instant::now(),
+        );
         if let Some(target) = &self.routes
             && let Err(e) = target
                 .net
@@ -265,6 +269,26 @@ fn new_refusals(
     let fresh = now.difference(seen).cloned().collect();
     *seen = now;
     fresh
+}
+
+/// The peers of `live` whose last handshake is recent enough to prove them alive
+/// ([`handshake_is_recent`]), with the monotonic instant of that handshake.
+fn recent_handshakes(
+    live: &LiveDevice,
+    now: Instant,
+    wall: SystemTime,
+) -> Vec<(PublicKey, Instant)> {
+    live.peers
+        .iter()
+        .filter(|(_, p)| handshake_is_recent(p.last_handshake, wall))
+        .filter_map(|(key, p)| {
+            let age = p
+                .last_handshake
+                .and_then(|t| wall.duration_since(t).ok())
+                .unwrap_or_default();
+            now.checked_sub(age).map(|at| (*key, at))
+        })
+        .collect()
 }
 
 /// Applies `update` in one call; if the device refuses it, applies the device settings and then

@@ -204,6 +204,34 @@ impl PeerStore {
         self.read().peers.len()
     }
 
+    /// Records that each of `heard` completed a WireGuard handshake with us at the given instant:
+    /// proof, authenticated with the mesh PSK, that the peer is alive. Its `last_seen` moves
+    /// forward to that instant (never backwards, never past `now`), and a peer restored from the
+    /// cache counts as confirmed. Without this, a node whose only live source is off (LAN
+    /// discovery disabled, as after a restart from the cache) would drop working peers after
+    /// [`DEAD_AFTER`](super::DEAD_AFTER). Unknown keys are ignored. Emits `Updated` for a peer
+    /// that was dead or unconfirmed; a plain refresh emits nothing.
+    pub fn heard_from(&self, heard: &[(PublicKey, Instant)], now: Instant) {
+        let mut changed = Vec::new();
+        {
+            let mut inner = self.write();
+            for (key, at) in heard {
+                let Some(peer) = inner.peers.get_mut(key) else {
+                    continue;
+                };
+                let before = peer.liveness(now);
+                peer.last_seen = peer.last_seen.max((*at).min(now));
+                peer.restored_at = None;
+                if peer.liveness(now) != before {
+                    changed.push(*key);
+                }
+            }
+        }
+        for key in changed {
+            self.emit(PeerEvent::Updated(key));
+        }
+    }
+
     /// Records a probe round-trip time. No-op for an unknown key; emits no event.
     pub fn set_latency(&self, key: &PublicKey, rtt: Duration) {
         if let Some(p) = self.write().peers.get_mut(key) {
@@ -725,5 +753,45 @@ mod tests {
         let stored = s.get(&key(1)).unwrap();
         assert_eq!(stored.discovered_via, [Dht]);
         assert_eq!(stored.hostname, "");
+    }
+
+    #[test]
+    fn a_handshake_keeps_a_peer_alive_and_confirms_a_cached_one() {
+        use super::super::Liveness;
+        let s = PeerStore::default();
+        let t0 = Instant::now();
+        let hour_ago_seen = PeerUpdate {
+            last_seen: Some(t0),
+            ..upd(1)
+        };
+        let now = t0 + 60 * MIN;
+        s.update(hour_ago_seen, Cache, now);
+        s.update(upd(2), Lan, t0);
+        assert_eq!(s.get(&key(1)).unwrap().liveness(now), Liveness::Cached);
+        assert_eq!(s.get(&key(2)).unwrap().liveness(now), Liveness::Dead);
+        let mut rx = s.subscribe();
+        let handshake = now - Duration::from_secs(20);
+        s.heard_from(
+            &[
+                (key(1), handshake),
+                (key(2), handshake),
+                (key(9), handshake),
+            ],
+            now,
+        );
+        for k in [key(1), key(2)] {
+            let p = s.get(&k).unwrap();
+            assert_eq!(p.liveness(now), Liveness::Active, "{k:?}");
+            assert_eq!(p.last_seen, handshake);
+        }
+        assert_eq!(s.count(), 2, "unknown keys are not added");
+        assert_eq!(
+            drain(&mut rx),
+            [PeerEvent::Updated(key(1)), PeerEvent::Updated(key(2))]
+        );
+        // An older handshake never moves last_seen back, and a refresh is silent.
+        s.heard_from(&[(key(1), t0)], now);
+        assert_eq!(s.get(&key(1)).unwrap().last_seen, handshake);
+        assert_eq!(drain(&mut rx), []);
     }
 }
