@@ -261,7 +261,7 @@ pub async fn get_health(socket: &Path) -> Result<(serde_json::Value, Health), Cl
         return health_body(socket, &answer.body);
     }
     let body = json_of(socket, answer, false)?;
-    let health = serde_json::from_value(body.clone()).map_err(|e| ClientError::Unexpected {
+    let health = health_of(&body).map_err(|e| ClientError::Unexpected {
         socket: socket.to_owned(),
         what: format!("GET {}: {e}", paths::HEALTH),
     })?;
@@ -274,8 +274,16 @@ fn health_body(socket: &Path, body: &[u8]) -> Result<(serde_json::Value, Health)
         what: format!("GET {}: HTTP 503 without a health body: {e}", paths::HEALTH),
     };
     let value: serde_json::Value = serde_json::from_slice(body).map_err(unexpected)?;
-    let health = serde_json::from_value(value.clone()).map_err(unexpected)?;
+    let health = health_of(&value).map_err(unexpected)?;
     Ok((value, health))
+}
+
+/// The [`Health`] in a body: its fields at the top level, or under `health`.
+fn health_of(body: &serde_json::Value) -> Result<Health, serde_json::Error> {
+    match body.get("health") {
+        Some(inner) if inner.is_object() => serde_json::from_value(inner.clone()),
+        _ => serde_json::from_value(body.clone()),
+    }
 }
 
 /// The API paths this client asks for, in one place.

@@ -38,7 +38,7 @@ pub struct ReloadArgs {
 /// `cache` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Write the peer cache now (<state-dir>/<iface>-peers.json) and say how many peers it
+    /// Write the peer cache now (`<state-dir>/<iface>-peers.json`) and say how many peers it
     /// holds. Needs root or the socket's group.
     Flush {
         #[command(flatten)]

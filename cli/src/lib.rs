@@ -144,7 +144,7 @@ enum Command {
     /// List the peers wgmeshd knows, or show one (asks wgmeshd).
     Peers(peers::PeersArgs),
     /// Change settings of the running daemon and print what changed; without options it
-    /// re-reads the reload file (<state-dir>/<iface>.reload), like SIGHUP. Needs root or the
+    /// re-reads the reload file (`<state-dir>/<iface>.reload`), like SIGHUP. Needs root or the
     /// socket's group.
     Reload(control::ReloadArgs),
     /// The peer cache (asks wgmeshd).
