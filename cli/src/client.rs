@@ -541,24 +541,10 @@ impl EventStream {
         }
     }
 
-    /// A complete event line from the buffer, skipping blank lines and SSE fields other than
-    /// `data:`.
+    /// A complete event line from the buffer, if there is one.
     fn take_line(&mut self) -> Result<Option<String>, ClientError> {
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\n', '\r']);
-            let line = if self.sse {
-                match line.strip_prefix("data:") {
-                    Some(data) => data.strip_prefix(' ').unwrap_or(data),
-                    None => continue,
-                }
-            } else {
-                line
-            };
-            if !line.trim().is_empty() {
-                return Ok(Some(line.to_owned()));
-            }
+        if let Some(line) = take_event_line(&mut self.buffer, self.sse) {
+            return Ok(Some(line));
         }
         if self.buffer.len() > MAX_EVENT_LINE {
             return Err(ClientError::Unexpected {
@@ -568,6 +554,29 @@ impl EventStream {
         }
         Ok(None)
     }
+}
+
+/// Takes the next event out of `buffer`: the next complete non-blank line (for server-sent
+/// events, the next `data:` field; other fields and comments are skipped). Incomplete input
+/// stays in the buffer.
+fn take_event_line(buffer: &mut Vec<u8>, sse: bool) -> Option<String> {
+    while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+        let raw: Vec<u8> = buffer.drain(..=end).collect();
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\n', '\r']);
+        let line = if sse {
+            match line.strip_prefix("data:") {
+                Some(data) => data.strip_prefix(' ').unwrap_or(data),
+                None => continue,
+            }
+        } else {
+            line
+        };
+        if !line.trim().is_empty() {
+            return Some(line.to_owned());
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -607,6 +616,32 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn event_lines_from_ndjson_and_server_sent_events() {
+        let all = |input: &str, sse| {
+            let mut buffer = input.as_bytes().to_vec();
+            let mut lines = Vec::new();
+            while let Some(line) = take_event_line(&mut buffer, sse) {
+                lines.push(line);
+            }
+            (lines, String::from_utf8(buffer).unwrap())
+        };
+        assert_eq!(
+            all("{\"a\":1}\n\n{\"b\":2}\r\n{\"c\"", false),
+            (
+                vec!["{\"a\":1}".into(), "{\"b\":2}".into()],
+                "{\"c\"".into()
+            )
+        );
+        assert_eq!(
+            all(
+                ": keep-alive\nevent: peer_added\nid: 7\ndata: {\"a\":1}\n\ndata:{\"b\":2}\n\nda",
+                true
+            ),
+            (vec!["{\"a\":1}".into(), "{\"b\":2}".into()], "da".into())
+        );
     }
 
     #[test]

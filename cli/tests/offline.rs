@@ -48,6 +48,14 @@ fn secret_new_prints_a_fresh_uri_secret() {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     );
     assert_ne!(a, text(&b.stdout));
+
+    let json = ctl(&["secret", "new", "--json"], &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let secret = v["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("wgmesh://v1/") && secret.len() == 183,
+        "{secret}"
+    );
 }
 
 #[test]
