@@ -94,6 +94,7 @@ fn options(dirs: &Dirs) -> JoinOptions {
         listen_port: 51999,
         state_dir: dirs.state.clone(),
         socket: dirs.socket.clone(),
+        socket_group: wgmeshd::api::SocketGroup::Default,
         wg_backend: BackendChoice::Userspace,
         mesh_subnet: None,
         advertise_routes: Vec::new(),
