@@ -26,6 +26,9 @@ use openapi::Spec;
 /// A key no daemon here knows, URL-safe.
 const UNKNOWN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 
+/// (headers, body, status, problem type) of a write the API refuses itself.
+type WriteError<'a> = (&'a [(&'a str, &'a str)], &'a str, u16, &'a str);
+
 /// Checks `answer` to `method path` against the document.
 fn conforms(spec: &Spec, method: &str, path: &str, answer: &Answer) {
     spec.check(
@@ -132,8 +135,7 @@ fn every_endpoint_and_error_status_of_a_real_daemon_matches_the_contract() {
         // Write errors the API decides itself, as root.
         let json = [("content-type", "application/json")];
         let big = format!(r#"{{"log_level":"{}"}}"#, "x".repeat(70_000));
-        // (headers, body, status, problem type)
-        let errors: [(&[(&str, &str)], &str, u16, &str); 6] = [
+        let errors: [WriteError; 6] = [
             (
                 &[("content-type", "text/plain")],
                 "{}",

@@ -51,7 +51,7 @@ fn peer(n: u8, mesh_ip: &str, state: &str, via: Option<&str>) -> Peer {
         routable_networks: vec![],
         last_seen_seconds_ago: u64::from(n),
         state: state.into(),
-        last_handshake_seconds_ago: (n % 2 == 0).then_some(5),
+        last_handshake_seconds_ago: n.is_multiple_of(2).then_some(5),
         rx_bytes: 10,
         tx_bytes: 20,
         routes_refused: vec![],

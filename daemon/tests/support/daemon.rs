@@ -130,12 +130,11 @@ impl Daemon {
 
     async fn wait_api(&self) {
         for _ in 0..400 {
-            if let Ok(stream) = UnixStream::connect(&self.socket).await {
-                if let Ok(answer) = call(stream, "GET", "/v1/status", &[], "").await {
-                    if answer.status == 200 {
-                        return;
-                    }
-                }
+            if let Ok(stream) = UnixStream::connect(&self.socket).await
+                && let Ok(answer) = call(stream, "GET", "/v1/status", &[], "").await
+                && answer.status == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -193,26 +193,26 @@ impl Spec {
                 return Err(format!("{at}: {value} is not of type {allowed:?}"));
             }
         }
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                return Err(format!("{at}: {value} is not one of {allowed:?}"));
-            }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            return Err(format!("{at}: {value} is not one of {allowed:?}"));
         }
-        if let Some(constant) = schema.get("const") {
-            if constant != value {
-                return Err(format!("{at}: {value} is not {constant}"));
-            }
+        if let Some(constant) = schema.get("const")
+            && constant != value
+        {
+            return Err(format!("{at}: {value} is not {constant}"));
         }
         if let Some(n) = value.as_f64() {
-            if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-                if n < min {
-                    return Err(format!("{at}: {n} is below the minimum {min}"));
-                }
+            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+                && n < min
+            {
+                return Err(format!("{at}: {n} is below the minimum {min}"));
             }
-            if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-                if n > max {
-                    return Err(format!("{at}: {n} is above the maximum {max}"));
-                }
+            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+                && n > max
+            {
+                return Err(format!("{at}: {n} is above the maximum {max}"));
             }
         }
         if let Some(object) = value.as_object() {
@@ -228,10 +228,10 @@ impl Spec {
                 self.validate(sub, value, at)?;
             }
         }
-        if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
-            if !any.iter().any(|sub| self.validate(sub, value, at).is_ok()) {
-                return Err(format!("{at}: {value} matches none of anyOf"));
-            }
+        if let Some(any) = schema.get("anyOf").and_then(Value::as_array)
+            && !any.iter().any(|sub| self.validate(sub, value, at).is_ok())
+        {
+            return Err(format!("{at}: {value} matches none of anyOf"));
         }
         if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
             let errors: Vec<String> = one
