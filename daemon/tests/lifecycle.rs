@@ -163,6 +163,25 @@ fn a_live_api_socket_stops_a_second_daemon_before_any_device() {
     });
 }
 
+#[test]
+fn an_unknown_socket_group_stops_the_daemon_before_any_device() {
+    isolated(|| async {
+        let d = dirs();
+        let mut opts = options(&d);
+        opts.socket_group = wgmeshd::api::SocketGroup::Named("no-such-group-wgmesh".into());
+        let err = run(opts, std::future::pending(), std::future::pending())
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("group \"no-such-group-wgmesh\"") && text.contains("does not exist"),
+            "{text}"
+        );
+        assert!(!d.socket.exists(), "the API socket was bound");
+        assert_untouched(&d).await;
+    });
+}
+
 async fn wait_for(path: &Path) {
     for _ in 0..200 {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

@@ -19,8 +19,8 @@
 //! Each connection's credentials are attached to every request on it as
 //! `ConnectInfo<PeerCred>`, with the server's stop signal ([`super::events::Shutdown`], so that
 //! event streams end when serving does instead of holding the drain); a connection whose
-//! credentials cannot be read is closed, never served
-//! with guessed ones. Connection tasks are owned by the serving task and never outlive it.
+//! credentials cannot be read is closed, never served with guessed ones. Connection tasks are
+//! owned by the serving task and never outlive it.
 
 use std::convert::Infallible;
 use std::io;
