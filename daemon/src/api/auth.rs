@@ -202,8 +202,8 @@ impl WritePolicy {
     }
 }
 
-/// The caller of one request: decided once, by [`identify`], and read by whatever needs it
-/// (handlers extract it).
+/// The caller of one request: decided once, by the `identify` middleware, and read by whatever
+/// needs it (handlers extract it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The caller's uid; `None` when the request carries no credentials (never on the socket,
