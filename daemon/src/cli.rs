@@ -92,6 +92,11 @@ pub struct JoinArgs {
     /// Unix socket of the control API (wgmeshctl talks to it).
     #[arg(long, value_name = "PATH", default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH)]
     socket: PathBuf,
+    /// Group of the API socket (a name in /etc/group, or a gid): its members may use the API,
+    /// reloads and cache flushes included, without being root. It must exist. Without this flag
+    /// the group is `wgmesh` when that exists, and the API is root-only otherwise.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// WireGuard implementation: kernel module, the embedded userspace one, or auto (kernel if
     /// the module is there, else userspace; the log says which and why).
     #[arg(long, value_enum, default_value_t = crate::system::wg::BackendChoice::Auto)]
@@ -205,6 +210,10 @@ fn join_cmd(
         listen_port: args.listen_port,
         state_dir: args.state_dir,
         socket: args.socket,
+        socket_group: args.socket_group.map_or(
+            crate::api::SocketGroup::Default,
+            crate::api::SocketGroup::Named,
+        ),
         wg_backend: args.wg_backend,
         mesh_subnet: args.mesh_subnet,
         advertise_routes: args.advertise_routes,

@@ -12,6 +12,13 @@ pub(super) fn routes() -> Router<ApiState> {
     Router::new().route("/v1/status", get(get_status))
 }
 
-async fn get_status(State(state): State<ApiState>) -> Json<Status> {
+/// The node, its settings, its tasks and discovery layers, peer counts and health.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "node",
+    responses((status = 200, description = "The node's status.", body = Status))
+)]
+pub(super) async fn get_status(State(state): State<ApiState>) -> Json<Status> {
     Json(state.status.borrow().clone())
 }

@@ -64,6 +64,8 @@ pub struct JoinOptions {
     pub state_dir: PathBuf,
     /// API socket path.
     pub socket: PathBuf,
+    /// Group of the API socket, whose members may use it (and write through it).
+    pub socket_group: api::SocketGroup,
     /// WireGuard backend.
     pub wg_backend: BackendChoice,
     /// Custom mesh subnet.
@@ -146,7 +148,7 @@ pub async fn run(
         ),
         LockError::Io(io) => anyhow::Error::new(io).context("cannot take the daemon's lock"),
     })?;
-    let listener = api::bind(&opts.socket).await?;
+    let listener = api::bind_with_group(&opts.socket, &opts.socket_group).await?;
 
     // 2. Identity and device.
     let mesh = MeshParams {
