@@ -223,6 +223,16 @@ pub struct PeerList {
     pub peers: Vec<Peer>,
 }
 
+/// `GET /v1/peers/{key}`: one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerResponse {
+    /// Schema version of this body.
+    pub schema_version: u32,
+    /// The peer, as in [`PeerList`].
+    pub peer: Peer,
+}
+
 /// One peer in [`PeerList`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

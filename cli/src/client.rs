@@ -226,9 +226,9 @@ pub async fn post_json(
 }
 
 /// `GET /v1/health`: the body as received and the [`Health`] it holds, for both answers the API
-/// gives (200 healthy, 503 unhealthy). A 503 problem document of type
-/// [`problem_type::UNHEALTHY`] is read as an unhealthy [`Health`] whose one reason is the
-/// problem's detail (and the body returned is that `Health`).
+/// gives: 200 with the health, and 503 with a problem document of type
+/// [`problem_type::UNHEALTHY`] that also carries the health's `healthy` and `reasons` members
+/// (read as that health; a problem without them becomes one critical reason, its detail).
 ///
 /// # Errors
 ///
@@ -242,6 +242,9 @@ pub async fn get_health(socket: &Path) -> Result<(serde_json::Value, Health), Cl
                     problem,
                     write: false,
                 });
+            }
+            if let Ok(found) = health_body(socket, &answer.body) {
+                return Ok(found);
             }
             let health = Health {
                 healthy: false,

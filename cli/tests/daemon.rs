@@ -4,12 +4,10 @@
 //! socket, serving snapshots built from the `wgmesh-api-types` structs exactly as the daemon
 //! publishes them, with a test task answering write requests as the daemon's `control` task
 //! would; so a drift between the router, the API types and the CLI fails here, and no test needs
-//! root or a WireGuard device. The routes this worktree's router does not have yet come from a
-//! clearly marked contract stand-in (`daemon/stand_in.rs`), to be replaced by the real router
-//! after the merge. See `daemon/harness.rs`.
+//! root or a WireGuard device. See `daemon/harness.rs`.
 //!
 //! What wgmeshctl prints (exit status, stdout, stderr) is snapshot-tested with insta:
-//! `cli/tests/snapshots/daemon__*.snap`. After a deliberate change of the output, review the new
+//! `cli/tests/daemon/snapshots/daemon__*.snap`. After a deliberate change of the output, review the new
 //! snapshots with `cargo insta review` (or run with `INSTA_UPDATE=always` and read the diff).
 
 #[path = "daemon/errors.rs"]
@@ -22,8 +20,6 @@ mod fixtures;
 mod harness;
 #[path = "daemon/reads.rs"]
 mod reads;
-#[path = "daemon/stand_in.rs"]
-mod stand_in;
 #[path = "daemon/watch.rs"]
 mod watch;
 #[path = "daemon/writes.rs"]

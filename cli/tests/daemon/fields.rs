@@ -285,9 +285,14 @@ fn peers_renders_every_field_of_the_api_or_says_why_not() {
 
 #[test]
 fn peers_get_renders_every_field() {
-    let d = Daemon::contract(full_status(), full_peers());
+    let d = Daemon::real(full_status(), full_peers());
     let fixture = serde_json::to_value(&full_peers().peers[0]).unwrap();
     let changes = what_each_field_changes(&fixture, |peer| {
+        let mut peer = peer.clone();
+        // The daemon refuses a malformed key (400), so a changed key must still be a key.
+        if peer["public_key"] != fixture["public_key"] {
+            peer["public_key"] = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into();
+        }
         let list = PeerList {
             peers: vec![serde_json::from_value(peer.clone()).unwrap()],
             ..full_peers()

@@ -3,9 +3,6 @@
 //! - [`Daemon::real`]: the daemon's own listener and router (`wgmeshd::api::{bind, serve}`) on a
 //!   temp-dir socket, serving snapshots the test publishes, with a task answering the API's
 //!   control requests as the daemon's `control` task would ([`FakeControl`]).
-//! - [`Daemon::contract`]: the same, behind the contract stand-in (`stand_in.rs`) for the routes
-//!   this worktree's router does not have yet. **To switch after the merge:** make `contract`
-//!   call `real` and delete `stand_in.rs`.
 //! - [`RawServer`]: fixed answers the real API cannot be made to give on demand (a problem such
 //!   as "overloaded" or "forbidden" for root, an error that is not problem+json).
 
@@ -24,8 +21,6 @@ use wgmesh_api_types::{
     ReloadSource, SCHEMA_VERSION, Status,
 };
 use wgmeshd::api::{ApiState, ControlError, ControlRequest, bind, serve};
-
-use crate::stand_in;
 
 /// What the daemon's `control` task does with reloads and cache flushes, reduced to what the
 /// CLI can see: current settings, the reload file's contents, the cache's fate, and a record of
@@ -162,26 +157,13 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
-#[derive(Clone, Copy)]
-enum Serving {
-    Real,
-    StandIn,
-}
-
 impl Daemon {
     /// The daemon's real API.
     pub fn real(status: Status, peers: PeerList) -> Self {
-        Self::start(status, peers, Serving::Real)
+        Self::start(status, peers)
     }
 
-    /// The API as the contract describes it: the contract stand-in for the routes being built
-    /// in parallel (peer filters, one peer, reload, cache flush, health, events), the real
-    /// router for the rest. After the merge this becomes [`Daemon::real`].
-    pub fn contract(status: Status, peers: PeerList) -> Self {
-        Self::start(status, peers, Serving::StandIn)
-    }
-
-    fn start(status: Status, peers: PeerList, serving: Serving) -> Self {
+    fn start(status: Status, peers: PeerList) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("wgmeshd.sock");
         let (status_tx, status_rx) = watch::channel(status);
@@ -200,19 +182,12 @@ impl Daemon {
                     .map_err(|e| e.to_string())?;
                 runtime.block_on(async move {
                     let answering = tokio::spawn(answer(requests, control));
-                    let result = match serving {
-                        Serving::Real => {
-                            let bound = bind(&socket).await.map_err(|e| e.to_string());
-                            let _ = bound_tx.send(bound.as_ref().map(|_| ()).map_err(Clone::clone));
-                            serve(bound?, state, stop).await.map_err(|e| e.to_string())
-                        }
-                        Serving::StandIn => {
-                            let bound =
-                                tokio::net::UnixListener::bind(&socket).map_err(|e| e.to_string());
-                            let _ = bound_tx.send(bound.as_ref().map(|_| ()).map_err(Clone::clone));
-                            stand_in::serve(bound?, state, stop).await
-                        }
-                    };
+                    let result = async {
+                        let bound = bind(&socket).await.map_err(|e| e.to_string());
+                        let _ = bound_tx.send(bound.as_ref().map(|_| ()).map_err(Clone::clone));
+                        serve(bound?, state, stop).await.map_err(|e| e.to_string())
+                    }
+                    .await;
                     answering.abort();
                     result
                 })

@@ -84,7 +84,7 @@ fn peers_json_and_empty_list() {
 
 #[test]
 fn peers_filtered() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let cases = [
         ("peers_state_active", &["peers", "--state", "active"][..]),
         (
@@ -105,7 +105,7 @@ fn peers_filtered() {
 
 #[test]
 fn peers_get() {
-    let d = Daemon::contract(full_status(), full_peers());
+    let d = Daemon::real(full_status(), full_peers());
     let by_key = run(&d.socket, &["peers", "get", ALPHA]);
     assert_snapshot!("peers_get", by_key);
     // The same peer however it is named.
@@ -131,7 +131,7 @@ fn peers_get() {
 
 #[test]
 fn peers_get_failures() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let unknown_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let cases = [
         ("peers_get_unknown_key", unknown_key),
@@ -152,7 +152,7 @@ fn peers_get_failures() {
 
 #[test]
 fn health() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!("health_healthy", run(&d.socket, &["health"]));
     assert_snapshot!("health_quiet", run(&d.socket, &["health", "-q"]));
     d.status.send(full_status()).unwrap();

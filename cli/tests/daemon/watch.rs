@@ -136,7 +136,7 @@ fn interrupt(child: &Child) {
 
 #[test]
 fn watch_prints_a_line_per_event_and_says_when_the_daemon_goes_away() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let (child, stdout, seen) = follow(&d, &["watch"], &events());
     let socket = d.socket.clone();
     d.stop();
@@ -146,7 +146,7 @@ fn watch_prints_a_line_per_event_and_says_when_the_daemon_goes_away() {
 
 #[test]
 fn watch_json_passes_the_lines_through_and_ends_on_ctrl_c() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let events = events();
     let (child, stdout, seen) = follow(&d, &["watch", "--json"], &events);
     let want: String = events
@@ -162,7 +162,7 @@ fn watch_json_passes_the_lines_through_and_ends_on_ctrl_c() {
 
 #[test]
 fn watch_ends_cleanly_on_ctrl_c() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let (child, stdout, seen) = follow(&d, &["watch"], &events()[..1]);
     interrupt(&child);
     assert_snapshot!(finish(child, stdout, seen, &d.socket));

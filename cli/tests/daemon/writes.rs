@@ -9,7 +9,7 @@ use crate::harness::{Daemon, run};
 
 #[test]
 fn reload_applied_prints_the_diff() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let out = run(
         &d.socket,
         &[
@@ -35,7 +35,7 @@ fn reload_applied_prints_the_diff() {
 
 #[test]
 fn reload_dry_run_changes_nothing() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     let out = run(
         &d.socket,
         &[
@@ -57,7 +57,7 @@ fn reload_dry_run_changes_nothing() {
 
 #[test]
 fn reload_with_nothing_to_change() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!(run(
         &d.socket,
         &[
@@ -76,7 +76,7 @@ fn reload_with_nothing_to_change() {
 
 #[test]
 fn reload_without_options_rereads_the_reload_file() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!(run(&d.socket, &["reload"]));
     // No setting went with the request (the daemon read its file).
     assert_eq!(
@@ -87,7 +87,7 @@ fn reload_without_options_rereads_the_reload_file() {
 
 #[test]
 fn reload_json() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!(run(
         &d.socket,
         &["reload", "--advertise-routes", "", "--json"]
@@ -96,7 +96,7 @@ fn reload_json() {
 
 #[test]
 fn reload_refused_names_the_field() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!(
         "reload_400_routes",
         run(&d.socket, &["reload", "--advertise-routes", "0.0.0.0/0"])
@@ -116,7 +116,7 @@ fn reload_refused_names_the_field() {
 
 #[test]
 fn cache_flush() {
-    let d = Daemon::contract(plain_status(), plain_peers());
+    let d = Daemon::real(plain_status(), plain_peers());
     assert_snapshot!("cache_flush", run(&d.socket, &["cache", "flush"]));
     assert_snapshot!(
         "cache_flush_json",

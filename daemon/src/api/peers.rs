@@ -17,7 +17,7 @@ use base64::engine::general_purpose::{
 use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use wgmesh_api_types::{Peer, PeerList, Problem, problem_type};
+use wgmesh_api_types::{Peer, PeerList, PeerResponse, Problem, SCHEMA_VERSION, problem_type};
 
 use super::ApiState;
 use super::problem::ProblemResponse;
@@ -191,7 +191,7 @@ fn canonical_key(text: &str) -> Result<String, String> {
         ("key" = String, Path, description = "The peer's WireGuard public key: standard base64 (`/` and `+` percent-encoded or not) or URL-safe base64, `=` optional."),
     ),
     responses(
-        (status = 200, description = "The peer.", body = Peer),
+        (status = 200, description = "The peer.", body = PeerResponse),
         (status = 400, description = "Not a WireGuard key; `detail` says why.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No peer with this key is known.", body = Problem, content_type = "application/problem+json"),
     )
@@ -199,11 +199,14 @@ fn canonical_key(text: &str) -> Result<String, String> {
 pub(super) async fn get_peer(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-) -> Result<Json<Peer>, ProblemResponse> {
+) -> Result<Json<PeerResponse>, ProblemResponse> {
     let key = canonical_key(&key).map_err(bad_request)?;
     let published = state.peers.borrow();
     match published.peers.iter().find(|p| p.public_key == key) {
-        Some(peer) => Ok(Json(peer.clone())),
+        Some(peer) => Ok(Json(PeerResponse {
+            schema_version: SCHEMA_VERSION,
+            peer: peer.clone(),
+        })),
         None => Err(ProblemResponse::new(
             StatusCode::NOT_FOUND,
             problem_type::NOT_FOUND,
