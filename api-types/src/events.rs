@@ -1,14 +1,22 @@
-//! `GET /v1/events`: a stream of what happens in the daemon, one [`Event`] per line
-//! (`application/x-ndjson`), or as server-sent events (`text/event-stream`, one `data:` line per
-//! event) when the client asks for that.
+//! `GET /v1/events`: a stream of what happens in the daemon from the moment of the request on.
+//!
+//! - By default `application/x-ndjson`: one [`Event`] as JSON per line. An empty line is a
+//!   keep-alive (sent when nothing happened for a while, so a dead client is noticed); skip it.
+//! - With `Accept: text/event-stream`, server-sent events: each [`Event`] as `id: <seq>` and
+//!   `data: <json>` lines followed by an empty line; keep-alives are comment lines (`:`).
+//!
+//! The stream ends (cleanly) when the daemon stops. A client that reads too slowly misses events
+//! and is told so by an [`EventKind::Lagged`] event in their place.
 
 use serde::{Deserialize, Serialize};
 
 use crate::control::{ReloadChanges, ReloadSource};
 
 /// One event. `seq` increases by one per event the daemon emits, so a gap means missed events
-/// (a [`EventKind::Lagged`] event also says so).
+/// (a [`EventKind::Lagged`] event also says so, and carries the `seq` of the last event it
+/// stands for).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Schema version of this body.
     pub schema_version: u32,
@@ -23,6 +31,7 @@ pub struct Event {
 
 /// What happened, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// A peer was learned for the first time.

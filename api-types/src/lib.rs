@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use control::{
-    CacheFlushResponse, Change, Health, HealthReason, ReloadChanges, ReloadRequest, ReloadResponse,
-    ReloadSource,
+    CacheFlushResponse, Change, Health, HealthReason, HealthResponse, ReloadChanges, ReloadRequest,
+    ReloadResponse, ReloadSource, UnhealthyProblem,
 };
 pub use events::{Event, EventKind};
 
@@ -49,11 +49,13 @@ pub mod problem_type {
     pub const INTERNAL: &str = "urn:wgmesh:problem:internal";
     /// The request is malformed or a field is invalid; `detail` names the field (400).
     pub const BAD_REQUEST: &str = "urn:wgmesh:problem:bad-request";
-    /// The caller may read but not change the daemon (not root, not in the socket's group) (403).
+    /// The caller may read but not change the daemon (not root, not in the socket's group), or
+    /// the request carries an `Origin` header (browsers are never API clients) (403).
     pub const FORBIDDEN: &str = "urn:wgmesh:problem:forbidden";
     /// A body that is not `application/json` (415).
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:wgmesh:problem:unsupported-media-type";
-    /// The daemon is not healthy (`GET /v1/health`, 503); `detail` lists the reasons.
+    /// The daemon is not healthy (`GET /v1/health`, 503); `detail` lists the critical reasons, and
+    /// the body also carries `healthy` and `reasons` ([`crate::UnhealthyProblem`]).
     pub const UNHEALTHY: &str = "urn:wgmesh:problem:unhealthy";
     /// The change was valid but could not be carried out (e.g. the cache file cannot be written);
     /// nothing was changed (500).
@@ -62,6 +64,7 @@ pub mod problem_type {
 
 /// An RFC 9457 problem document: the body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// Stable identifier of the error class, e.g. `urn:wgmesh:problem:forbidden`.
     #[serde(rename = "type")]
@@ -92,6 +95,7 @@ impl Problem {
 
 /// `GET /v1/status`: the node and a summary of its mesh.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// Schema version of this body.
     pub schema_version: u32,
@@ -137,6 +141,7 @@ pub struct Status {
 
 /// What the last reconcile pass did, in [`Status`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReconcileSummary {
     /// Seconds since it ended.
     pub seconds_ago: u64,
@@ -154,6 +159,7 @@ pub struct ReconcileSummary {
 
 /// One discovery layer in [`Status::discovery`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LayerStatus {
     /// `running`, `retrying` (not working right now, trying again) or `off` (disabled).
     pub state: String,
@@ -169,6 +175,7 @@ pub struct LayerStatus {
 
 /// One task in [`Status::tasks`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStatus {
     /// The task's name (`reconcile`, `api`, `lan-discovery`, …).
     pub name: String,
@@ -184,6 +191,7 @@ pub struct TaskStatus {
 
 /// Peer counts in [`Status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerCounts {
     /// Peers in the store.
     pub total: usize,
@@ -202,17 +210,32 @@ pub struct PeerCounts {
     pub by_via: BTreeMap<String, usize>,
 }
 
-/// `GET /v1/peers`: every known peer.
+/// `GET /v1/peers`: every known peer (or those `?state=` and `?via=` select).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerList {
     /// Schema version of this body.
     pub schema_version: u32,
-    /// Peers, sorted by mesh IP (then key); `?state=` and `?via=` filter them.
+    /// Peers, sorted by mesh IP (then key; peers without one last). `?state=STATE` keeps the
+    /// peers in that [`Peer::state`]; `?via=METHOD` keeps those whose endpoint was learned that
+    /// way ([`Peer::endpoint_method`], `none` for no endpoint: the grouping of
+    /// [`PeerCounts::by_via`]).
     pub peers: Vec<Peer>,
+}
+
+/// `GET /v1/peers/{key}`: one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeerResponse {
+    /// Schema version of this body.
+    pub schema_version: u32,
+    /// The peer, as in [`PeerList`].
+    pub peer: Peer,
 }
 
 /// One peer in [`PeerList`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Peer {
     /// WireGuard public key.
     pub public_key: String,
@@ -250,6 +273,7 @@ pub struct Peer {
 
 /// An advertised network this node refuses to route through the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteRefusal {
     /// The prefix as the peer advertised it (canonical form).
     pub prefix: String,

@@ -2,7 +2,6 @@
 //! and show what is inside, or exactly why it does not open.
 
 use std::io::Read as _;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -13,7 +12,7 @@ use wgmeshd::crypto::envelope::MAX_DATAGRAM_LEN;
 use wgmeshd::crypto::{DerivedKeys, Envelope};
 use wgmeshd::wire::PeerAnnouncement;
 
-use crate::{print_json, resolve_secret};
+use crate::{Exit, print_json, resolve_secret};
 
 /// `debug` subcommands.
 #[derive(Debug, Subcommand)]
@@ -34,7 +33,7 @@ pub struct DecodeArgs {
 }
 
 /// Runs a `debug` subcommand.
-pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: DebugCommand) -> anyhow::Result<Exit> {
     match cmd {
         DebugCommand::DecodePacket(args) => decode_packet(&args),
     }
@@ -56,7 +55,7 @@ struct Decoded {
     payload: serde_json::Value,
 }
 
-fn decode_packet(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
+fn decode_packet(args: &DecodeArgs) -> anyhow::Result<Exit> {
     let mut input = Vec::new();
     // Base64 of the largest datagram plus line breaks fits in twice the datagram limit.
     std::io::stdin()
@@ -75,7 +74,7 @@ fn decode_packet(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
         Ok(opened) => opened,
         Err(e) => {
             eprintln!("wgmeshctl: packet does not open: {e}");
-            return Ok(ExitCode::FAILURE);
+            return Ok(Exit::Failure);
         }
     };
     let (announcement_valid, announcement_error) = if opened.msg_type.carries_announcement() {
@@ -100,7 +99,7 @@ fn decode_packet(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
         announcement_error,
         payload: serde_json::from_slice(&opened.plaintext)?,
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
 }
 
 /// Accepts the datagram itself (it starts with `{`) or standard/URL-safe base64 of it.

@@ -1,7 +1,7 @@
 //! `wgmeshctl secret …`: generate a secret, show what a secret derives, compute a node's mesh
 //! addresses. None of these print the secret, the PSK or the gossip key unless asked to.
 
-use std::process::ExitCode;
+use std::fmt::Write as _;
 
 use base64::Engine as _;
 use clap::{Args, Subcommand};
@@ -11,14 +11,18 @@ use wgmeshd::crypto::derive::hex;
 use wgmeshd::crypto::{DerivedKeys, legacy_subnet, mesh_ipv4, mesh_ipv4_with_nonce, mesh_ipv6};
 use wgmeshd::wire::decode_wg_key;
 
-use crate::{print_json, resolve_secret};
+use crate::{Exit, print_json, print_out, resolve_secret};
 
 /// `secret` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Print a new random secret (wgmesh://v1/… with 128 random bytes). Store it with
+    /// Print a new random secret (wgmesh://v1/... with 128 random bytes). Store it with
     /// `(umask 077; wgmeshctl secret new > /etc/wgmesh/secret)`.
-    New,
+    New {
+        /// Print `{"secret": "wgmesh://v1/..."}` instead of the bare secret.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the mesh parameters a secret derives: network id, subnet, ports, multicast group.
     Inspect(InspectArgs),
     /// Show the mesh IPv4 and IPv6 a WireGuard public key gets in a mesh.
@@ -53,7 +57,7 @@ pub struct MeshIpArgs {
     /// Custom IPv4 mesh subnet the mesh uses (--mesh-subnet of wgmeshd).
     #[arg(long, value_name = "CIDR")]
     mesh_subnet: Option<MeshSubnet>,
-    /// Collision re-derivation number (1, 2, …): the IPv4 a node moves to after losing an
+    /// Collision re-derivation number (1, 2, ...): the IPv4 a node moves to after losing an
     /// address collision. 0 is the normal address.
     #[arg(long, value_name = "N", default_value_t = 0)]
     nonce: u32,
@@ -63,21 +67,24 @@ pub struct MeshIpArgs {
 }
 
 /// Runs a `secret` subcommand.
-pub fn run(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: SecretCommand) -> anyhow::Result<Exit> {
     match cmd {
-        SecretCommand::New => new(),
+        SecretCommand::New { json } => new(json),
         SecretCommand::Inspect(args) => inspect(&args),
         SecretCommand::MeshIp(args) => mesh_ip(&args),
     }
-    .map(|()| ExitCode::SUCCESS)
+    .map(|()| Exit::Success)
 }
 
-fn new() -> anyhow::Result<()> {
+fn new(json: bool) -> anyhow::Result<()> {
     let mut random = [0u8; MeshSecret::GENERATED_BYTES];
     getrandom::getrandom(&mut random)
         .map_err(|e| anyhow::anyhow!("OS random generator failed: {e}"))?;
-    println!("{}", MeshSecret::from_random_bytes(&random).to_uri());
-    Ok(())
+    let secret = MeshSecret::from_random_bytes(&random).to_uri();
+    if json {
+        return print_json(&serde_json::json!({ "secret": secret }));
+    }
+    print_out(&format!("{secret}\n"))
 }
 
 /// What `secret inspect --json` prints.
@@ -130,25 +137,28 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     } else {
         ""
     };
-    println!("Network ID:        {}", info.network_id);
-    println!("Mesh subnet:       {}{custom}", info.mesh_subnet);
-    println!("Mesh IPv6 prefix:  {}", info.mesh_ipv6_prefix);
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(text, "Network ID:        {}", info.network_id);
+    let _ = writeln!(text, "Mesh subnet:       {}{custom}", info.mesh_subnet);
+    let _ = writeln!(text, "Mesh IPv6 prefix:  {}", info.mesh_ipv6_prefix);
+    let _ = writeln!(
+        text,
         "Gossip port:       {}/udp (peer exchange and gossip)",
         info.gossip_port
     );
-    println!("DHT port:          {}/udp", info.dht_port);
-    println!(
+    let _ = writeln!(text, "DHT port:          {}/udp", info.dht_port);
+    let _ = writeln!(
+        text,
         "Probe port:        {}/tcp (mesh health probe)",
         info.probe_port
     );
-    println!("Rendezvous ID:     {}", info.rendezvous_id);
-    println!("LAN multicast:     {}", info.lan_multicast_group);
+    let _ = writeln!(text, "Rendezvous ID:     {}", info.rendezvous_id);
+    let _ = writeln!(text, "LAN multicast:     {}", info.lan_multicast_group);
     if let (Some(gk), Some(psk)) = (&info.gossip_key, &info.psk) {
-        println!("Gossip key:        {gk}");
-        println!("WireGuard PSK:     {psk}");
+        let _ = writeln!(text, "Gossip key:        {gk}");
+        let _ = writeln!(text, "WireGuard PSK:     {psk}");
     }
-    Ok(())
+    print_out(&text)
 }
 
 /// What `secret mesh-ip --json` prints.
@@ -181,7 +191,8 @@ fn mesh_ip(args: &MeshIpArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&out);
     }
-    println!("Mesh IPv4:  {}/{}", out.mesh_ip, out.prefix_len);
-    println!("Mesh IPv6:  {}/64", out.mesh_ipv6);
-    Ok(())
+    let mut text = String::new();
+    let _ = writeln!(text, "Mesh IPv4:  {}/{}", out.mesh_ip, out.prefix_len);
+    let _ = writeln!(text, "Mesh IPv6:  {}/64", out.mesh_ipv6);
+    print_out(&text)
 }

@@ -15,6 +15,7 @@ fn ctl(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     cmd.args(args)
         .env_remove("WGMESH_SECRET")
         .env_remove("WGMESH_SECRET_FILE")
+        .env_remove("WGMESH_SOCKET")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -47,6 +48,14 @@ fn secret_new_prints_a_fresh_uri_secret() {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     );
     assert_ne!(a, text(&b.stdout));
+
+    let json = ctl(&["secret", "new", "--json"], &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let secret = v["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("wgmesh://v1/") && secret.len() == 183,
+        "{secret}"
+    );
 }
 
 #[test]
@@ -245,4 +254,83 @@ fn help_explains_every_command() {
         let help = text(&ctl(sub, &[], b"").stdout);
         assert!(help.contains("--secret-file"), "{sub:?}: {help}");
     }
+}
+
+#[test]
+fn help_lists_every_command_and_the_exit_statuses() {
+    let out = ctl(&["--help"], &[("COLUMNS", "100")], b"");
+    assert!(out.status.success());
+    insta::assert_snapshot!("help", text(&out.stdout));
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = ctl(&["completions", shell], &[], b"");
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["reload", "flush", "advertise-routes", "dry-run", "watch"] {
+            assert!(script.contains(word), "{shell}: no {word:?} in\n{script}");
+        }
+    }
+    // The bash script is valid bash.
+    let script = ctl(&["completions", "bash"], &[], b"").stdout;
+    let mut bash = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    bash.stdin.take().unwrap().write_all(&script).unwrap();
+    let checked = bash.wait_with_output().unwrap();
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+
+    let bad = ctl(&["completions", "tcsh"], &[], b"");
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn man_prints_a_page_that_man_can_format() {
+    let out = ctl(&["man"], &[], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH wgmeshctl 1"), "{page}");
+    // Formatted with groff's warnings on (as `man` would format it), it has no complaint and
+    // shows every section.
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut groff) = groff else {
+        println!("groff is not installed: the page was not formatted");
+        return;
+    };
+    groff
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let formatted = groff.wait_with_output().unwrap();
+    assert!(formatted.status.success());
+    assert_eq!(text(&formatted.stderr), "", "groff warnings");
+    // Bold text is overstruck (`b\bb`) in this device's output; drop the overstrikes.
+    let shown = text(&formatted.stdout);
+    let plain: String = {
+        let mut out = String::new();
+        for c in shown.chars() {
+            if c == '\u{8}' {
+                out.pop();
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    for section in ["NAME", "SYNOPSIS", "COMMANDS", "EXIT STATUS", "ENVIRONMENT"] {
+        assert!(plain.contains(section), "{section} missing in\n{plain}");
+    }
+    assert!(plain.contains("wgmeshctl reload"), "{plain}");
 }

@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
-use crate::logging::{LogFormat, LogLevel};
+use crate::logging::{LogControl, LogFormat, LogLevel};
 
 /// How long the runtime waits for stuck blocking calls when the daemon exits.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
     name = "wgmeshd",
     version,
     propagate_version = true,
-    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log filter, overrides --log-level (e.g. wgmeshd=debug)"
+    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log directives on top of --log-level, which win for the targets they name (e.g. wgmeshd::discovery=debug)"
 )]
 pub struct Cli {
     /// Log verbosity: debug, info, warn (or warning), error.
@@ -47,7 +47,8 @@ pub struct Cli {
 pub enum Command {
     /// Join the mesh of a secret and run until stopped: create the WireGuard interface, find
     /// peers, keep the device and routes in sync, serve the control API. SIGINT/SIGTERM stop it
-    /// cleanly (a second signal exits at once).
+    /// cleanly (a second signal exits at once); SIGHUP re-reads the reload file
+    /// `<state-dir>/<iface>.reload` (advertise-routes, log-level).
     Join(Box<JoinArgs>),
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
@@ -91,6 +92,11 @@ pub struct JoinArgs {
     /// Unix socket of the control API (wgmeshctl talks to it).
     #[arg(long, value_name = "PATH", default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH)]
     socket: PathBuf,
+    /// Group of the API socket (a name in /etc/group, or a gid): its members may use the API,
+    /// reloads and cache flushes included, without being root. It must exist. Without this flag
+    /// the group is `wgmesh` when that exists, and the API is root-only otherwise.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// WireGuard implementation: kernel module, the embedded userspace one, or auto (kernel if
     /// the module is there, else userspace; the log says which and why).
     #[arg(long, value_enum, default_value_t = crate::system::wg::BackendChoice::Auto)]
@@ -127,8 +133,8 @@ where
     T: Into<OsString> + Clone,
 {
     let cli = Cli::parse_from(args);
-    crate::logging::init(cli.log_level, cli.log_format);
-    match run(cli) {
+    let log_control = crate::logging::init(cli.log_level, cli.log_format);
+    match run(cli, log_control) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("wgmeshd: error: {err:#}");
@@ -137,14 +143,15 @@ where
     }
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line; `log_control` is the running log filter (from
+/// [`crate::logging::init`]), which reloads of the daemon's level change.
 ///
 /// # Errors
 ///
 /// Whatever the command failed with; `main_from` prints it.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, log_control: Option<LogControl>) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Join(args) => join_cmd(*args, cli.log_level),
+        Command::Join(args) => join_cmd(*args, cli.log_level, log_control),
         Command::Identity(args) => identity_cmd(&args),
     }
 }
@@ -190,18 +197,29 @@ unsafe fn scrub_secret_env() {
     }
 }
 
-fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
+fn join_cmd(
+    args: JoinArgs,
+    log_level: LogLevel,
+    log_control: Option<LogControl>,
+) -> anyhow::Result<ExitCode> {
     let secret = resolve_secret(&args.secret)?;
     if *secret.origin() == SecretOrigin::Env {
         // SAFETY: no runtime and no other thread exist yet (logging spawns none).
         unsafe { scrub_secret_env() };
     }
+    // One slot: SIGHUPs arriving while a reload waits are folded into it (it reads the file
+    // when it runs, so it sees the latest content).
+    let (hangups, hangups_rx) = tokio::sync::mpsc::channel(1);
     let opts = crate::daemon::JoinOptions {
         secret,
         interface: args.interface,
         listen_port: args.listen_port,
         state_dir: args.state_dir,
         socket: args.socket,
+        socket_group: args.socket_group.map_or(
+            crate::api::SocketGroup::Default,
+            crate::api::SocketGroup::Named,
+        ),
         wg_backend: args.wg_backend,
         mesh_subnet: args.mesh_subnet,
         advertise_routes: args.advertise_routes,
@@ -209,6 +227,8 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
         introducer: args.introducer,
         log_level,
         metrics_listen: args.metrics_listen,
+        log_control,
+        hangups: Some(hangups_rx),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -219,7 +239,7 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
         // Signals are handled from the first moment, so a SIGTERM during start-up still tears
         // down what was built.
         let (stop, force) = (CancellationToken::new(), CancellationToken::new());
-        let signals = watch_signals(stop.clone(), force.clone())?;
+        let signals = watch_signals(stop.clone(), force.clone(), hangups)?;
         let result =
             crate::daemon::run(opts, stop.cancelled_owned(), force.cancelled_owned()).await;
         signals.abort();
@@ -232,13 +252,15 @@ fn join_cmd(args: JoinArgs, log_level: LogLevel) -> anyhow::Result<ExitCode> {
 }
 
 /// The first SIGINT/SIGTERM cancels `stop` (graceful: wait for the tasks, then tear down); a
-/// second one cancels `force` (stop waiting, tear down now); a third exits at once. SIGHUP is
-/// logged (live reload comes with the control-plane work).
+/// second one cancels `force` (stop waiting, tear down now); a third exits at once. SIGHUP asks
+/// the daemon's `control` task, through `hangups`, to re-read the reload file.
 fn watch_signals(
     stop: CancellationToken,
     force: CancellationToken,
+    hangups: tokio::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    use tokio::sync::mpsc::error::TrySendError;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -248,7 +270,17 @@ fn watch_signals(
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP received: live reload is not supported yet; restart wgmeshd to change settings");
+                    match hangups.try_send(()) {
+                        Ok(()) => tracing::info!(signal = "SIGHUP", "reloading from the reload file"),
+                        Err(TrySendError::Full(())) => tracing::info!(
+                            signal = "SIGHUP",
+                            "a reload is already waiting; it will read the reload file as it is then"
+                        ),
+                        Err(TrySendError::Closed(())) => tracing::warn!(
+                            signal = "SIGHUP",
+                            "the daemon is stopping; not reloading"
+                        ),
+                    }
                     continue;
                 }
             };

@@ -18,6 +18,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 use wgmesh_api_types::{Event, EventKind, SCHEMA_VERSION};
 
+/// [`EventBus::send`] found nobody listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("nobody listens to the events")]
+pub struct NoReceivers;
+
 /// Where events go. Cheap to clone; every clone publishes on the same bus with the same `seq`.
 #[derive(Clone, Debug)]
 pub struct EventBus {
@@ -72,13 +77,28 @@ impl EventBus {
         seq
     }
 
+    /// Sends `event` as it is, `seq` and time included, without numbering it: for tests and
+    /// replays that need exact events. Daemon code calls [`publish`](Self::publish).
+    ///
+    /// # Errors
+    ///
+    /// [`NoReceivers`] when nobody listens (the event is dropped). Returns how many listen.
+    pub fn send(&self, event: Event) -> Result<usize, NoReceivers> {
+        let _numbering = self
+            .inner
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.tx.send(event).map_err(|_| NoReceivers)
+    }
+
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.tx.subscribe()
     }
 
     /// How many receivers listen now.
-    pub fn subscribers(&self) -> usize {
+    pub fn receiver_count(&self) -> usize {
         self.inner.tx.receiver_count()
     }
 }

@@ -12,6 +12,7 @@
 //! - `node`: this node's changing facts (`LocalNode`), shared on a watch channel.
 //! - `peers`: the peer store (merge rules, ranking, liveness). `engine`: desired device, diff,
 //!   reconcile loop, route policy. `discovery`: tasks that write the store.
+//! - `cache` (feature `runtime`): the peer cache on disk, restored at start, saved periodically.
 //! - `supervisor`: every long-lived task runs there, by name, restarted or fatal.
 //! - `system` (feature `runtime`): the only code that touches the OS.
 //! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
@@ -29,6 +30,8 @@ pub mod wire;
 
 #[cfg(feature = "runtime")]
 pub mod api;
+#[cfg(feature = "runtime")]
+pub mod cache;
 #[cfg(feature = "runtime")]
 pub mod cli;
 #[cfg(feature = "runtime")]

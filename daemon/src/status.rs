@@ -10,7 +10,7 @@ use wgmesh_api_types as api;
 use crate::engine::reconcile::Reconciled;
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
-use crate::peers::{DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
+use crate::peers::{CACHE_GRACE, DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
 use crate::supervisor::{LayerRecord, LayerState, TaskRecord, TaskState};
 use crate::system::net::HostInterfaces;
 
@@ -96,14 +96,13 @@ fn by_via(peers: &[Peer]) -> BTreeMap<String, usize> {
 
 /// `GET /v1/status` body.
 pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
-    let count_state = |want: &str| {
+    let count = |want: Liveness| {
         inputs
             .peers
             .iter()
-            .filter(|p| p.liveness(inputs.now).as_str() == want)
+            .filter(|p| p.liveness(inputs.now) == want)
             .count()
     };
-    let count = |want: Liveness| count_state(want.as_str());
     let discovery = inputs
         .layers
         .iter()
@@ -152,12 +151,11 @@ pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
         peers: api::PeerCounts {
             total: inputs.peers.len(),
             active: count(Liveness::Active),
+            cached: count(Liveness::Cached),
             connected: inputs.peers.iter().filter(|p| connected(inputs, p)).count(),
             quarantined: count(Liveness::Quarantined),
             dead: count(Liveness::Dead),
             by_via: by_via(inputs.peers),
-            // By name: the state exists once the peer cache restores peers.
-            cached: count_state("cached"),
         },
         last_reconcile: inputs.reconciled.last_pass.map(|p| api::ReconcileSummary {
             seconds_ago: seconds_ago(Some(p.ended), inputs.now).unwrap_or(0),
@@ -267,11 +265,18 @@ pub fn state_changes(
 }
 
 /// The earliest instant after `now` at which a peer's state can change without anything
-/// happening (an active peer going dead, a quarantine ending), if any.
+/// happening (an active peer going dead, a quarantine ending, a cached peer's grace ending), if
+/// any.
 pub fn next_transition(peers: &[Peer], now: Instant) -> Option<Instant> {
     peers
         .iter()
-        .flat_map(|p| [p.last_seen.checked_add(DEAD_AFTER), p.quarantined_until])
+        .flat_map(|p| {
+            [
+                p.last_seen.checked_add(DEAD_AFTER),
+                p.quarantined_until,
+                p.restored_at.and_then(|at| at.checked_add(CACHE_GRACE)),
+            ]
+        })
         .flatten()
         .filter(|t| *t > now)
         .min()
@@ -345,8 +350,8 @@ pub fn summary_line(status: &api::Status, list: &api::PeerList) -> String {
         .filter(|p| p.endpoint_method.as_deref() == Some(Method::Lan.as_str()))
         .count();
     format!(
-        "mesh: {} peers ({} active, {} connected; {} via LAN)",
-        status.peers.total, status.peers.active, status.peers.connected, lan
+        "mesh: {} peers ({} active, {} cached, {} connected; {} via LAN)",
+        status.peers.total, status.peers.active, status.peers.cached, status.peers.connected, lan
     )
 }
 
@@ -374,6 +379,7 @@ mod tests {
             discovered_via: vec![Method::Lan],
             latency: None,
             quarantined_until: None,
+            restored_at: None,
         }
     }
 
@@ -567,6 +573,9 @@ mod tests {
         quarantined.quarantined_until = Some(now + secs(30));
         let mut old_quarantine = peer(4, now - secs(100));
         old_quarantine.quarantined_until = Some(now - secs(1));
+        // Restored from the cache a minute ago, last seen an hour before that.
+        let mut cached = peer(6, now - secs(3600));
+        cached.restored_at = Some(now - secs(60));
         // (peers, next)
         let table: Vec<(Vec<Peer>, Option<Instant>)> = vec![
             (vec![], None),
@@ -579,6 +588,7 @@ mod tests {
             // Already dead, quarantine over: nothing more happens by itself.
             (vec![peer(5, now - DEAD_AFTER - secs(1))], None),
             (vec![old_quarantine], Some(now - secs(100) + DEAD_AFTER)),
+            (vec![cached], Some(now - secs(60) + CACHE_GRACE)),
         ];
         for (peers, want) in table {
             assert_eq!(next_transition(&peers, now), want, "{peers:?}");

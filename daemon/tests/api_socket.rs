@@ -731,3 +731,88 @@ async fn an_oversized_request_head_is_refused() {
     );
     stop(running).await.unwrap();
 }
+
+/// `GET /v1/events` on a new connection: the response, its body still streaming.
+async fn open_events(socket: &Path) -> hyper::Response<hyper::body::Incoming> {
+    let stream = UnixStream::connect(socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/v1/events")
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
+/// The next event on an NDJSON event stream, within a second.
+async fn next_event(body: &mut hyper::body::Incoming) -> wgmesh_api_types::Event {
+    let frame = tokio::time::timeout(Duration::from_secs(1), body.frame())
+        .await
+        .expect("an event within a second")
+        .expect("the stream goes on")
+        .unwrap();
+    let data = frame.into_data().unwrap();
+    serde_json::from_slice(&data).unwrap()
+}
+
+#[tokio::test]
+async fn an_event_stream_is_never_evicted_while_idle_connections_still_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(&dir);
+    let listener = bind(&socket).await.unwrap();
+    let (state, status_tx, peers_tx) = state();
+    let bus = state.events.clone();
+    let token = CancellationToken::new();
+    let options = ServeOptions {
+        max_connections: 100,
+        max_connections_per_uid: 2,
+        header_read_timeout: Duration::from_secs(30),
+        ..ServeOptions::default()
+    };
+    let running = Running {
+        _status: status_tx,
+        _peers: peers_tx,
+        token: token.clone(),
+        task: tokio::spawn(serve_with(listener, state, token, options)),
+    };
+    let event = |seq| wgmesh_api_types::Event {
+        schema_version: SCHEMA_VERSION,
+        seq,
+        unix_ms: 1,
+        kind: wgmesh_api_types::EventKind::PeerRemoved {
+            public_key: "k".into(),
+        },
+    };
+
+    // A watcher (the oldest connection, busy for the stream's life) and an idle connection
+    // fill the uid's share.
+    let mut watcher = open_events(&socket).await.into_body();
+    let mut idle = UnixStream::connect(&socket).await.unwrap();
+    wait_server_connections(&socket, 2).await;
+    // A newcomer: the idle connection gives way, never the stream.
+    answered_at_once(&socket).await;
+    assert!(is_closed(&mut idle, Duration::from_secs(1)).await);
+    bus.send(event(1)).unwrap();
+    assert_eq!(next_event(&mut watcher).await.seq, 1);
+    // Newcomer after newcomer: each takes the place of the one before.
+    for _ in 0..10 {
+        answered_at_once(&socket).await;
+    }
+    bus.send(event(2)).unwrap();
+    assert_eq!(next_event(&mut watcher).await.seq, 2);
+
+    // Shutdown ends the stream cleanly at once; it does not wait for the drain.
+    let started = Instant::now();
+    stop(running).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(1), watcher.frame()).await;
+    assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
+}

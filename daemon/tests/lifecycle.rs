@@ -94,12 +94,15 @@ fn options(dirs: &Dirs) -> JoinOptions {
         listen_port: 51999,
         state_dir: dirs.state.clone(),
         socket: dirs.socket.clone(),
+        socket_group: wgmeshd::api::SocketGroup::Default,
         wg_backend: BackendChoice::Userspace,
         mesh_subnet: None,
         advertise_routes: Vec::new(),
         lan_discovery: false,
         introducer: false,
         log_level: LogLevel::Info,
+        log_control: None,
+        hangups: None,
         metrics_listen: None,
     }
 }
@@ -180,6 +183,25 @@ fn a_busy_metrics_address_stops_the_daemon_before_any_device() {
         assert_untouched(&d).await;
         // The failed start released its lock.
         LockFile::acquire(&lock_path(&d.state, &IFACE.parse().unwrap())).unwrap();
+    });
+}
+
+#[test]
+fn an_unknown_socket_group_stops_the_daemon_before_any_device() {
+    isolated(|| async {
+        let d = dirs();
+        let mut opts = options(&d);
+        opts.socket_group = wgmeshd::api::SocketGroup::Named("no-such-group-wgmesh".into());
+        let err = run(opts, std::future::pending(), std::future::pending())
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("group \"no-such-group-wgmesh\"") && text.contains("does not exist"),
+            "{text}"
+        );
+        assert!(!d.socket.exists(), "the API socket was bound");
+        assert_untouched(&d).await;
     });
 }
 

@@ -12,6 +12,12 @@
 //!
 //! "Response body done" means hyper has taken all of it, not that the client has read it: a
 //! client that asks and then does not read its answer holds an idle connection, and may lose it.
+//!
+//! An event stream (`GET /v1/events`) is a response body that lasts: its connection stays busy
+//! for the stream's whole life, so a watcher is never cut off to make room for a newcomer. That
+//! cannot starve admission, because streams have caps of their own well below the connection
+//! caps (see `events.rs`), and a stream ends when its client goes away (the next keep-alive
+//! fails to write) or the server stops.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

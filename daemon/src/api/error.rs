@@ -51,10 +51,21 @@ pub enum ApiError {
         #[source]
         source: io::Error,
     },
+    /// The socket group asked for (`--socket-group`) does not exist.
+    #[error(
+        "group {group:?} for API socket {} does not exist (not in /etc/group, not a number); create it or choose another --socket-group",
+        path.display()
+    )]
+    UnknownGroup {
+        /// The group as given.
+        group: String,
+        /// The socket path.
+        path: PathBuf,
+    },
     /// Mode or group of the socket could not be set; it stays closed rather than too open.
     #[error("cannot set {what} of API socket {}: {source}", path.display())]
     Permissions {
-        /// `mode 0660` or `group wgmesh`.
+        /// `mode 0660` or `the group`.
         what: &'static str,
         /// The socket path.
         path: PathBuf,

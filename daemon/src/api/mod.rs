@@ -6,7 +6,8 @@
 //! build. Every error a client can see, from a handler or a tower layer, is an
 //! `application/problem+json` body ([`wgmesh_api_types::Problem`]) with a stable `type`.
 //!
-//! - [`router`]: the routes and the per-request limits around them, testable with `oneshot`.
+//! - [`router`]: the routes and the per-request limits around them, testable with `oneshot`;
+//!   who may do what ([`WritePolicy`], [`Caller`]) is decided in `auth`.
 //! - [`bind`]: the socket's life (stale-file check, bind, mode, group, removal on exit); separate
 //!   from serving so the daemon claims its socket before it touches any device.
 //! - [`serve`]: the accept loop and the per-connection limits (connections at once and per uid,
@@ -17,13 +18,18 @@
 
 mod activity;
 mod auth;
+mod cache;
 mod control;
 mod error;
+mod events;
+mod health;
 mod limits;
 mod listener;
 mod metrics;
+pub mod openapi;
 mod peers;
 mod problem;
+mod reload;
 mod server;
 mod slots;
 pub mod snapshot;
@@ -34,6 +40,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::header;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, watch};
 use wgmesh_api_types::{PeerList, Status};
@@ -41,10 +48,11 @@ use wgmesh_api_types::{PeerList, Status};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 
-pub use auth::PeerCred;
+pub use auth::{Access, Caller, PeerCred, WritePolicy};
 pub use control::{ControlError, ControlRequest};
 pub use error::ApiError;
-pub use listener::{ApiListener, bind};
+pub use events::{KEEPALIVE, MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_PER_UID};
+pub use listener::{ApiListener, DEFAULT_SOCKET_GROUP, SocketGroup, bind, bind_with_group};
 pub use metrics::{MAX_METRICS_CONNECTIONS, MetricsBindError, MetricsListener, serve_metrics};
 pub use server::{
     DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, ServeOptions,
@@ -64,6 +72,8 @@ pub struct ApiState {
     pub events: EventBus,
     /// The daemon's counters: `GET /metrics` renders them, the request layer counts into them.
     pub metrics: Arc<Metrics>,
+    /// Event streams open now, for their caps.
+    streams: Arc<events::EventStreams>,
 }
 
 /// Requests waiting for the daemon's `control` task; more get 503 (overloaded) at once.
@@ -87,6 +97,7 @@ impl ApiState {
                 control,
                 events,
                 metrics,
+                streams: Arc::default(),
             },
             requests,
         )
@@ -112,22 +123,45 @@ pub(crate) fn json_response(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Builds the API router: every `/v1` route, problem+json fallbacks for unknown paths (404) and
-/// methods (405), and the request limits.
+/// Builds the API router for a socket only root may write through: every `/v1` route,
+/// problem+json fallbacks for unknown paths (404) and methods (405), access checks and the
+/// request limits.
 ///
-/// Every route here is a read, open to anyone who can connect to the socket (its mode and group
-/// decide that). Write routes, when they come, go in their own group behind a `route_layer` that
-/// checks the caller's `SO_PEERCRED` before the body is read.
+/// See [`router_with`]; [`serve`] uses the policy of its socket.
 pub fn router(state: ApiState) -> Router {
+    router_with(state, WritePolicy::root_only())
+}
+
+/// Builds the API router for a socket whose writers `policy` names.
+///
+/// Reads are open to anyone who can connect to the socket (its mode and group decide that).
+/// The write routes are grouped behind one `route_layer` that refuses callers without write
+/// access (403) before their body is read. Any request with an `Origin` header is refused (403)
+/// before anything else.
+pub fn router_with(state: ApiState, policy: WritePolicy) -> Router {
+    let writes = Router::new()
+        .merge(reload::routes())
+        .merge(cache::routes())
+        .route_layer(middleware::from_fn(auth::require_write));
     let routes = Router::new()
         .merge(status::routes())
         .merge(peers::routes())
+        .merge(health::routes())
+        .merge(events::routes())
         .merge(metrics::routes())
+        .merge(writes)
         // After the routes: it installs itself on the routes that exist.
         .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(problem::not_found)
         .with_state(state.clone());
-    metrics::count_requests(limits::apply(routes), state.metrics)
+    let routes = limits::apply(routes)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(policy),
+            auth::identify,
+        ))
+        .layer(middleware::from_fn(auth::refuse_browsers));
+    // Outermost: every answer is counted, refusals by the layers included.
+    metrics::count_requests(routes, state.metrics)
 }
 
 #[cfg(test)]

@@ -17,11 +17,14 @@
 //! - shutdown: stop accepting, let requests in flight finish for a bounded drain, drop the rest.
 //!
 //! Each connection's credentials are attached to every request on it as
-//! `ConnectInfo<PeerCred>`; a connection whose credentials cannot be read is closed, never served
-//! with guessed ones. Connection tasks are owned by the serving task and never outlive it.
+//! `ConnectInfo<PeerCred>`, with the server's stop signal ([`super::events::Shutdown`], so that
+//! event streams end when serving does instead of holding the drain); a connection whose
+//! credentials cannot be read is closed, never served with guessed ones. Connection tasks are
+//! owned by the serving task and never outlive it.
 
 use std::convert::Infallible;
 use std::io;
+use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +44,11 @@ use tracing::Instrument as _;
 
 use super::activity::{Activity, TrackedBody};
 use super::auth::PeerCred;
+use super::events::Shutdown;
 use super::limits::MAX_IN_FLIGHT;
 use super::listener::ApiListener;
 use super::slots::{Admission, Cap, Caps, ConnId, ConnView, RateLimitedWarning, admit};
-use super::{ApiError, ApiState, router};
+use super::{ApiError, ApiState};
 
 /// Connections held at once, over all callers. A held connection costs 6 KiB (silent) to 18 KiB
 /// (a request head in its buffer) of the daemon's memory (`benches/api_idle.rs`), so the cap
@@ -145,7 +149,8 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> Result<(), ApiError> {
-    serve_router(listener, router(state), shutdown, options).await
+    let app = super::router_with(state, listener.write_policy().clone());
+    serve_router(listener, app, shutdown, options).await
 }
 
 /// [`serve_with`] for any router; tests serve their own routes through it.
@@ -159,6 +164,7 @@ pub(super) async fn serve_router(
     let ApiListener {
         listener,
         socket_file,
+        policy: _,
     } = listener;
     tracing::info!(
         socket = %path.display(),
@@ -312,7 +318,7 @@ impl<'a> Server<'a> {
     /// connection it closed, if any.
     fn start(&mut self, stream: UnixStream, accepted: Instant) -> Option<CancellationToken> {
         let cred = match stream.peer_cred() {
-            Ok(cred) => PeerCred::from(cred),
+            Ok(cred) => PeerCred::of_connection(cred, stream.as_fd()),
             Err(err) => {
                 tracing::warn!(
                     socket = %self.path.display(),
@@ -333,9 +339,9 @@ impl<'a> Server<'a> {
             .collect();
         let evicted = match admit(&views, cred.uid, self.caps) {
             Admission::Admit => None,
-            Admission::AdmitEvicting { victim, cap } => self.evict(victim, cap, cred, accepted),
+            Admission::AdmitEvicting { victim, cap } => self.evict(victim, cap, &cred, accepted),
             Admission::Refuse { cap } => {
-                self.refused(cap, cred, accepted);
+                self.refused(cap, &cred, accepted);
                 return None;
             }
         };
@@ -348,7 +354,9 @@ impl<'a> Server<'a> {
         let activity = Activity::new(accepted);
         // Per connection: cheap (the router is shared behind an Arc), and it is what makes the
         // caller's credentials visible to every request on this connection.
-        let app = Extension(ConnectInfo(cred)).layer(self.app.clone());
+        let (uid, pid) = (cred.uid, cred.pid);
+        let app = Extension(Shutdown(self.stop.clone()))
+            .layer(Extension(ConnectInfo(cred)).layer(self.app.clone()));
         let tracked = Arc::clone(&activity);
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             // Busy from here (hyper has read the whole head) until the response body is done.
@@ -368,8 +376,7 @@ impl<'a> Server<'a> {
         let closed_guard = closed.clone().drop_guard();
         let id = ConnId(self.next_id);
         self.next_id += 1;
-        let span =
-            tracing::debug_span!("api_connection", id = id.0, uid = cred.uid, pid = ?cred.pid);
+        let span = tracing::debug_span!("api_connection", id = id.0, uid, pid = ?pid);
         let task = self.connections.spawn(
             async move {
                 let ended = {
@@ -396,7 +403,7 @@ impl<'a> Server<'a> {
         self.held.push(Held {
             id,
             task: task.id(),
-            uid: cred.uid,
+            uid,
             activity,
             close,
             closed,
@@ -409,7 +416,7 @@ impl<'a> Server<'a> {
         &mut self,
         victim: ConnId,
         cap: Cap,
-        cred: PeerCred,
+        cred: &PeerCred,
         now: Instant,
     ) -> Option<CancellationToken> {
         let at = self.held.iter().position(|held| held.id == victim)?;
@@ -441,7 +448,7 @@ impl<'a> Server<'a> {
 
     /// Logs a connection refused because every connection in its way is busy: debug each, warn
     /// rate-limited.
-    fn refused(&mut self, cap: Cap, cred: PeerCred, now: Instant) {
+    fn refused(&mut self, cap: Cap, cred: &PeerCred, now: Instant) {
         tracing::debug!(
             uid = cred.uid,
             pid = ?cred.pid,

@@ -5,18 +5,20 @@
 //!    with `--metrics-listen`). A second `wgmeshd` for the same interface, socket or metrics
 //!    address fails here, with the first one's device untouched.
 //! 2. **Build**: the identity, the WireGuard device (from here on [`Teardown`] owns its removal),
-//!    addresses, MTU, link up, forwarding on an introducer.
+//!    addresses, MTU, link up, forwarding on an introducer; the peer cache is restored into the
+//!    store, so the reconcile loop's first pass puts those peers on the device.
 //! 3. **Run**: every task (module `tasks`) on one [`Supervisor`] until the shutdown future completes
 //!    or a critical task fails.
 //! 4. **Stop**: cancel, wait for every task (at most [`SHUTDOWN_DEADLINE`], or less if the force
-//!    future completes — a second signal), then tear down on every path: the device (kernel link
-//!    included, even when a task is stuck holding it), forwarding, firewall rules. No task
-//!    outlives [`run`] unnoticed (seed 004: Go's daemon let five loops run on against an
-//!    interface being deleted).
+//!    future completes — a second signal), save the peer cache a last time, then tear down on
+//!    every path: the device (kernel link included, even when a task is stuck holding it),
+//!    forwarding, firewall rules. No task outlives [`run`] unnoticed (seed 004: Go's daemon let
+//!    five loops run on against an interface being deleted).
 
 mod control;
 mod host_changes;
 mod observe;
+mod reload;
 mod tasks;
 mod teardown;
 
@@ -33,14 +35,14 @@ use crate::api;
 use crate::config::{InterfaceName, MeshSecret, MeshSubnet};
 use crate::crypto::DerivedKeys;
 use crate::identity::{self, LoadOutcome, MeshParams};
-use crate::logging::LogLevel;
+use crate::logging::{LogControl, LogLevel};
 use crate::supervisor::Supervisor;
 use crate::system::fs::{LockError, LockFile};
 use crate::system::net::Netlink;
 use crate::system::wg::{AnyWireGuard, BackendChoice};
 
 pub use observe::{DEBOUNCE as STATUS_DEBOUNCE, SUMMARY_INTERVAL};
-pub use tasks::Node;
+pub use tasks::{CACHE_SAVE_DEADLINE, Node};
 pub use teardown::Teardown;
 
 /// How long shutdown waits for the tasks before giving up on them.
@@ -65,6 +67,8 @@ pub struct JoinOptions {
     pub state_dir: PathBuf,
     /// API socket path.
     pub socket: PathBuf,
+    /// Group of the API socket, whose members may use it (and write through it).
+    pub socket_group: api::SocketGroup,
     /// WireGuard backend.
     pub wg_backend: BackendChoice,
     /// Custom mesh subnet.
@@ -79,6 +83,12 @@ pub struct JoinOptions {
     pub log_level: LogLevel,
     /// Where to serve `GET /metrics` on TCP as well (off: `None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// The running log filter (from [`crate::logging::init`]), so a reload changes the level;
+    /// `None` when this process did not install it: a reload of the level is then refused.
+    pub log_control: Option<LogControl>,
+    /// One message per SIGHUP: re-read the reload file `<state-dir>/<iface>.reload` (the
+    /// `control` task does, like any other reload). `None`: no signal reloads.
+    pub hangups: Option<tokio::sync::mpsc::Receiver<()>>,
 }
 
 /// Where the lock of `iface`'s daemon lives.
@@ -126,11 +136,12 @@ pub fn pick_listen_port(preferred: u16) -> anyhow::Result<u16> {
 /// Start-up failures (claim, identity, device, addresses) and a critical task's failure; the
 /// device is torn down in every case once it exists.
 pub async fn run(
-    opts: JoinOptions,
+    mut opts: JoinOptions,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let keys = DerivedKeys::derive(&opts.secret);
+    let hangups = opts.hangups.take();
     let iface = opts.interface.as_str();
 
     // 1. Claim, before any device is touched.
@@ -142,7 +153,7 @@ pub async fn run(
         ),
         LockError::Io(io) => anyhow::Error::new(io).context("cannot take the daemon's lock"),
     })?;
-    let listener = api::bind(&opts.socket).await?;
+    let listener = api::bind_with_group(&opts.socket, &opts.socket_group).await?;
     let metrics_listener = match opts.metrics_listen {
         Some(addr) => Some(api::MetricsListener::bind(addr).await?),
         None => None,
@@ -182,6 +193,7 @@ pub async fn run(
         Node::new(&opts, &keys, id, net, wg, port, backend_reason),
         listener,
         metrics_listener,
+        hangups,
         &mut teardown,
         shutdown,
         force,
@@ -206,14 +218,16 @@ async fn operate(
     mut node: Node,
     listener: api::ApiListener,
     metrics_listener: Option<api::MetricsListener>,
+    hangups: Option<tokio::sync::mpsc::Receiver<()>>,
     teardown: &mut Teardown,
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     node.configure_interface(teardown).await?;
+    node.restore_cache().await;
     let cancel = tokio_util::sync::CancellationToken::new();
     let (supervisor, mut fatal) = Supervisor::new(cancel.clone());
-    node.spawn_tasks(&supervisor, listener, metrics_listener)
+    node.spawn_tasks(&supervisor, listener, hangups, metrics_listener)
         .await;
     tracing::info!(socket = %node.socket().display(), "daemon running");
 
@@ -243,5 +257,6 @@ async fn operate(
             );
         }
     }
+    node.save_cache().await;
     outcome
 }

@@ -6,14 +6,15 @@
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
+//! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
-//! | `control` | restart | carries out the API's write requests (reload, cache flush) |
+//! | `control` | restart | carries out the API's write requests (reload, cache flush) and SIGHUP reloads |
 //! | `api` | critical | serves the control API |
 //! | `metrics` | restart | serves `GET /metrics` on TCP (only with `--metrics-listen`) |
 //!
 //! One [`EventBus`] and one [`Metrics`] serve them all: the registry's observer publishes task and
 //! layer changes, the reconcile loop its passes, the `status` task peer events, the `control`
-//! task reloads and cache writes.
+//! task reloads and cache flushes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,15 +26,19 @@ use tokio::sync::watch;
 
 use super::control::Control;
 use super::observe::{StatusTask, registry_observer};
+use super::reload::Reloader;
 use super::{JoinOptions, MTU, Teardown, host_changes};
 use crate::api::snapshot::{self, Snapshot};
 use crate::api::{self, ApiState, MetricsListener};
+use crate::cache::{self, PeerCache, RestoreContext};
+use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
 use crate::identity::Identity;
 use crate::keys::{PresharedKey, PrivateKey};
+use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
@@ -47,6 +52,8 @@ use crate::system::wg::AnyWireGuard;
 
 /// How often peers that went silent are swept out of the store.
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long the last save of the peer cache may take at shutdown.
+pub const CACHE_SAVE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The node's shared state, built once the device exists.
 pub struct Node {
@@ -54,6 +61,10 @@ pub struct Node {
     socket: PathBuf,
     /// `<state-dir>/<iface>.host-changes.json`: see [`host_changes`].
     host_changes: PathBuf,
+    /// `<state-dir>/<iface>.reload`: what SIGHUP and an empty `POST /v1/reload` read.
+    reload_file: PathBuf,
+    /// The running log filter, which a reload of the level changes.
+    log_control: Option<LogControl>,
     introducer: bool,
     lan_discovery: bool,
     prefix_len: u8,
@@ -66,6 +77,9 @@ pub struct Node {
     wg: Arc<AnyWireGuard>,
     ifindex: u32,
     store: Arc<PeerStore>,
+    /// `<state-dir>/<iface>-peers.json`: restored at start, saved by the `cache` task, on
+    /// request and at shutdown.
+    cache: Arc<PeerCache>,
     local: watch::Sender<LocalNode>,
     facts: NodeFacts,
 }
@@ -131,6 +145,8 @@ impl Node {
             iface: opts.interface.as_str().to_owned(),
             socket: opts.socket.clone(),
             host_changes: host_changes::record_path(&opts.state_dir, &opts.interface),
+            reload_file: reload_file_path(&opts.state_dir, &opts.interface),
+            log_control: opts.log_control.clone(),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
             prefix_len: mesh_v4.prefix_len(),
@@ -146,6 +162,10 @@ impl Node {
             wg,
             ifindex: 0,
             store: Arc::new(PeerStore::new(DEFAULT_CAP)),
+            cache: Arc::new(PeerCache::new(cache::cache_path(
+                &opts.state_dir,
+                &opts.interface,
+            ))),
             local: watch::channel(local).0,
             facts,
         }
@@ -227,12 +247,38 @@ impl Node {
         Ok(())
     }
 
-    /// Spawns every task of the node on `sup`; `metrics`, if given, serves `GET /metrics` on
-    /// TCP.
+    /// Puts the peers of the cache into the store (as `cache`, so the first reconcile pass puts
+    /// them on the device). Call before [`Node::spawn_tasks`]; a bad cache is logged and ignored.
+    pub async fn restore_cache(&self) {
+        let ctx = RestoreContext {
+            own_key: self.local.borrow().public_key,
+            mesh: self.mesh,
+        };
+        self.cache.restore(&self.store, &ctx).await;
+    }
+
+    /// The last save of the peer cache, at shutdown (after the tasks stopped, before the
+    /// teardown); bounded by [`CACHE_SAVE_DEADLINE`], failures logged.
+    pub async fn save_cache(&self) {
+        let path = self.cache.path().display().to_string();
+        match tokio::time::timeout(CACHE_SAVE_DEADLINE, self.cache.save(&self.store)).await {
+            Ok(Ok(peers)) => tracing::info!(path, peers, "peer cache saved"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the peer cache"),
+            Err(_) => tracing::error!(
+                path,
+                deadline_s = CACHE_SAVE_DEADLINE.as_secs(),
+                "the peer cache was not saved in time"
+            ),
+        }
+    }
+
+    /// Spawns every task of the node on `sup`; `hangups` (one message per SIGHUP) go to the
+    /// `control` task; `metrics_listener`, if given, serves `GET /metrics` on TCP.
     pub async fn spawn_tasks(
         &self,
         sup: &Supervisor,
         listener: api::ApiListener,
+        hangups: Option<tokio::sync::mpsc::Receiver<()>>,
         metrics_listener: Option<MetricsListener>,
     ) {
         let events = EventBus::new(api::EVENT_BUFFER);
@@ -304,6 +350,11 @@ impl Node {
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
+        let (cache, store) = (self.cache.clone(), self.store.clone());
+        sup.spawn_restarting("cache", None, move |ctx| {
+            cache.clone().run(store.clone(), ctx)
+        });
+
         // Never fresh (no device read yet): the first read asks for a rebuild.
         let (publisher, snapshots) = snapshot::channel(Snapshot::new(
             self.facts.base.clone(),
@@ -342,13 +393,24 @@ impl Node {
                 }
             });
         }
-        let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        let control = Arc::new(Control { events });
+        // Kept across restarts of the task: a SIGHUP or request queued meanwhile is not lost.
+        let inbox = Arc::new(tokio::sync::Mutex::new((Some(requests), hangups)));
+        let control = Arc::new(Control {
+            reloader: Reloader {
+                file: self.reload_file.clone(),
+                local: self.local.clone(),
+                log: self.log_control.clone(),
+            },
+            cache: self.cache.clone(),
+            store: self.store.clone(),
+            events,
+        });
         sup.spawn_restarting("control", None, move |ctx| {
-            let (control, requests) = (control.clone(), requests.clone());
+            let (control, inbox) = (control.clone(), inbox.clone());
             async move {
-                let mut requests = requests.lock().await;
-                control.run(&mut requests, ctx).await
+                let mut inbox = inbox.lock().await;
+                let (requests, hangups) = &mut *inbox;
+                control.run(requests, hangups, ctx).await
             }
         });
         sup.spawn_critical("api", move |ctx| async move {

@@ -165,6 +165,7 @@ mod tests {
             discovered_via: vec![Method::Lan],
             latency: None,
             quarantined_until: None,
+            restored_at: None,
         }
     }
 

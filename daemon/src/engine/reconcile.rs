@@ -1,5 +1,6 @@
-//! The reconcile loop: read the live device, compute the desired one from the active peers, apply
-//! the difference in one call, sync the routes. It runs every [`INTERVAL`] and within
+//! The reconcile loop: read the live device, compute the desired one from the peers that belong on
+//! it ([`PeerStore::for_device`]: active ones and unconfirmed cache restores), apply the
+//! difference in one call, sync the routes. It runs every [`INTERVAL`] and within
 //! [`DEBOUNCE`] of a peer-store change, and is only ever cancelled between passes, so an apply in
 //! flight always completes (seed 004: shutdown must not cut a peer half-configured).
 //!
@@ -22,7 +23,7 @@ use crate::events::EventBus;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::metrics::{Metrics, PassCounts};
 use crate::node::LocalNode;
-use crate::peers::PeerStore;
+use crate::peers::{PeerStore, handshake_is_recent};
 use crate::system::net::{HostInterfaces, Netlink, local_networks};
 use crate::system::wg::{ApplyReport, DeviceUpdate, LiveDevice, WgError, WireGuard};
 
@@ -157,7 +158,7 @@ impl<W: WireGuard> Reconciler<W> {
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
         let started = tokio::time::Instant::now();
         let local = self.local.borrow().clone();
-        let peers = self.store.active(Instant::now());
+        let peers = self.store.for_device(Instant::now());
         let desired = desired_device(&local, &peers, self.psk, &self.policy());
         let live = self.wg.read().await?;
         let mut read_at = tokio::time::Instant::now();
@@ -184,6 +185,10 @@ impl<W: WireGuard> Reconciler<W> {
             read_at = tokio::time::Instant::now();
             live
         };
+        self.store.heard_from(
+            &recent_handshakes(&live, Instant::now(), SystemTime::now()),
+            Instant::now(),
+        );
         if let Some(target) = &self.routes
             && let Err(e) = target
                 .net
@@ -343,6 +348,26 @@ fn new_refusals(
     fresh
 }
 
+/// The peers of `live` whose last handshake is recent enough to prove them alive
+/// ([`handshake_is_recent`]), with the monotonic instant of that handshake.
+fn recent_handshakes(
+    live: &LiveDevice,
+    now: Instant,
+    wall: SystemTime,
+) -> Vec<(PublicKey, Instant)> {
+    live.peers
+        .iter()
+        .filter(|(_, p)| handshake_is_recent(p.last_handshake, wall))
+        .filter_map(|(key, p)| {
+            let age = p
+                .last_handshake
+                .and_then(|t| wall.duration_since(t).ok())
+                .unwrap_or_default();
+            now.checked_sub(age).map(|at| (*key, at))
+        })
+        .collect()
+}
+
 /// Applies `update` in one call; if the device refuses it, applies the device settings and then
 /// each peer on its own, so one bad peer never holds back the others.
 async fn apply_resilient<W: WireGuard>(wg: &W, update: DeviceUpdate) -> PassReport {
@@ -413,7 +438,7 @@ fn split(update: DeviceUpdate) -> Vec<DeviceUpdate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::{Method, PeerUpdate};
+    use crate::peers::{CACHE_GRACE, Method, PeerUpdate};
     use crate::system::wg::fake::FakeWireGuard;
 
     fn key(b: u8) -> PublicKey {
@@ -509,6 +534,43 @@ mod tests {
         assert_eq!(fake.kicks(), vec![key(3)]);
         cancel.cancel();
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_peers_go_on_the_device_at_once_but_not_after_their_grace() {
+        let fake = Arc::new(FakeWireGuard::new("wgt0"));
+        let store = Arc::new(PeerStore::new(1000));
+        let now = Instant::now();
+        let hour_ago = now.checked_sub(Duration::from_secs(3600)).unwrap();
+        let cached = |b: u8| PeerUpdate {
+            last_seen: Some(hour_ago),
+            ..announce(b)
+        };
+        // 2: restored now, seen an hour ago. 3: restored a grace period ago, never confirmed.
+        store.update(cached(2), Method::Cache, now);
+        store.update(
+            cached(3),
+            Method::Cache,
+            now.checked_sub(CACHE_GRACE).unwrap(),
+        );
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let report = r.reconcile_once().await.unwrap();
+        assert_eq!(
+            report.added,
+            [key(2)],
+            "the fresh restore, despite its old last_seen"
+        );
+        // A live source confirms 2: it stays, now with the live endpoint.
+        let mut live = announce(2);
+        live.endpoint = Some("192.0.2.99:51820".parse().unwrap());
+        store.update(live, Method::Lan, Instant::now());
+        r.reconcile_once().await.unwrap();
+        let device = fake.read().await.unwrap();
+        assert_eq!(device.peers.keys().copied().collect::<Vec<_>>(), [key(2)]);
+        assert_eq!(
+            device.peers[&key(2)].endpoint,
+            Some("192.0.2.99:51820".parse().unwrap())
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,6 +15,13 @@
 //! - **Timers**: a peer is active while seen less than [`DEAD_AFTER`] ago and removed by
 //!   [`PeerStore::cleanup_stale`] once seen more than [`REMOVE_AFTER`] ago. Time is always a
 //!   parameter, never read here.
+//! - **Cache restores**: a peer first stored by [`Method::Cache`] is [`Liveness::Cached`] for
+//!   [`CACHE_GRACE`] after its restore, whatever its (old) `last_seen`, so it is configured on the
+//!   device at once and its handshakes start before any discovery answers. The first update by a
+//!   source that refreshes `last_seen` (a live one: LAN, DHT, gossip, …) confirms it for good; a
+//!   transitive report does not. Unconfirmed after the grace period, it falls back to the
+//!   `last_seen` rule, which by then says dead: a stale cache never keeps a key on the device
+//!   longer than a peer heard of once would stay there.
 //!
 //! Fixes versus Go (daemon-behaviour §21):
 //!
@@ -24,9 +31,9 @@
 //! - `routable_networks: Some(vec![])` from the peer itself clears its routes; `None` (a source
 //!   that does not know) never touches them (24).
 //! - Quarantine lives in the store, on the peer itself ([`Peer::quarantined_until`]), and
-//!   [`Peer::liveness`] is the one place that decides active / quarantined / dead, so reconcile,
-//!   relay candidates, probing, health and the API agree; rediscovery keeps the peer stored but
-//!   excluded until the quarantine ends (21).
+//!   [`Peer::liveness`] is the one place that decides active / cached / quarantined / dead, so
+//!   reconcile, relay candidates, probing, health and the API agree; rediscovery keeps the peer
+//!   stored but excluded until the quarantine ends (21).
 //! - An update that changes nothing but `last_seen` is [`UpdateOutcome::Unchanged`] and emits no
 //!   event (unless it brings a dead peer back to life), so periodic announcements do not wake the
 //!   reconcile loop.
@@ -58,6 +65,12 @@ pub const REMOVE_AFTER: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CAP: usize = 1000;
 /// Quarantine length after a health eviction in Go (`TemporaryOfflineTTL`).
 pub const QUARANTINE_TTL: Duration = Duration::from_secs(30);
+/// How long a peer restored from the peer cache stays on the device without any live source
+/// confirming it. Equal to [`DEAD_AFTER`]: a live peer is confirmed within one announcement round
+/// of any running discovery layer (LAN every 5 s), and an unconfirmed one gets exactly the window a
+/// peer heard of once would get. Its `last_seen` is at most the restore instant, so when the grace
+/// ends the `last_seen` rule says [`Liveness::Dead`] and the peer leaves the device.
+pub const CACHE_GRACE: Duration = DEAD_AFTER;
 /// A WireGuard handshake this recent means the tunnel works ("connected"); WireGuard rekeys every
 /// 2 minutes while traffic flows, so a live session never gets older than that plus slack.
 pub const CONNECTED_WITHIN: Duration = Duration::from_secs(180);
@@ -68,6 +81,10 @@ pub const CONNECTED_WITHIN: Duration = Duration::from_secs(180);
 pub enum Liveness {
     /// Heard of within [`DEAD_AFTER`] and not quarantined: it belongs on the device.
     Active,
+    /// Restored from the peer cache less than [`CACHE_GRACE`] ago and not confirmed by a live
+    /// source since: it belongs on the device (so its handshake starts at once), but nothing
+    /// live has vouched for it yet.
+    Cached,
     /// Excluded after a health eviction until its quarantine ends.
     Quarantined,
     /// Not heard of for [`DEAD_AFTER`]: kept (until [`REMOVE_AFTER`]) but not configured.
@@ -75,13 +92,20 @@ pub enum Liveness {
 }
 
 impl Liveness {
-    /// The API's spelling: `active`, `quarantined`, `dead`.
+    /// The API's spelling: `active`, `cached`, `quarantined`, `dead`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
+            Self::Cached => "cached",
             Self::Quarantined => "quarantined",
             Self::Dead => "dead",
         }
+    }
+
+    /// Whether a peer in this state is configured on the WireGuard device (`active` and
+    /// `cached`).
+    pub const fn on_device(self) -> bool {
+        matches!(self, Self::Active | Self::Cached)
     }
 }
 
@@ -110,7 +134,8 @@ pub struct PeerUpdate {
     /// Whether the peer is an introducer (always overwrites the stored flag).
     pub introducer: bool,
     /// `Some(list)` = the peer itself said so (authoritative: may clear routes with an empty
-    /// list); `None` = this source does not know (transitive, cache) and never touches the routes.
+    /// list; the cache restores what the peer last said into an empty store); `None` = this
+    /// source does not know (transitive) and never touches the routes.
     pub routable_networks: Option<Vec<IpNet>>,
     /// NAT type: `"cone"`, `"symmetric"` or `"unknown"`; `None` or `""` = unknown.
     pub nat_type: Option<String>,
@@ -164,18 +189,37 @@ pub struct Peer {
     pub latency: Option<Duration>,
     /// End of a health quarantine, if one was ever set and not yet forgotten.
     pub quarantined_until: Option<Instant>,
+    /// When the peer was restored from the peer cache, as long as no live source has confirmed
+    /// it since (`None` for every peer a live source reported). Starts [`CACHE_GRACE`].
+    pub restored_at: Option<Instant>,
 }
 
 impl Peer {
-    /// Where the peer stands at `now` (quarantine first, then silence).
+    /// Where the peer stands at `now`: quarantine first, then an unconfirmed cache restore within
+    /// [`CACHE_GRACE`], then silence (the module's rules).
     pub fn liveness(&self, now: Instant) -> Liveness {
         if self.quarantined_until.is_some_and(|until| until > now) {
             Liveness::Quarantined
+        } else {
+            self.presence(now)
+        }
+    }
+
+    /// [`Peer::liveness`] without the quarantine: `Cached`, `Active` or `Dead`.
+    fn presence(&self, now: Instant) -> Liveness {
+        if self.in_cache_grace(now) {
+            Liveness::Cached
         } else if rank::is_alive(self.last_seen, now) {
             Liveness::Active
         } else {
             Liveness::Dead
         }
+    }
+
+    /// Restored from the cache, unconfirmed, and within [`CACHE_GRACE`] of the restore.
+    fn in_cache_grace(&self, now: Instant) -> bool {
+        self.restored_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CACHE_GRACE)
     }
 }
 
@@ -201,4 +245,75 @@ pub enum UpdateOutcome {
     Unchanged,
     /// The peer is new and the store is full; it was dropped and no event was sent.
     CapReached,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Method::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// One update: method, at minutes after t0, supplied `last_seen` in minutes after t0.
+    type Step = (Method, u32, Option<u32>);
+    /// (case, steps, quarantined until (min), now (min), want)
+    type Row<'a> = (&'static str, &'a [Step], Option<u32>, u32, Liveness);
+
+    /// A peer as the store holds it after `steps`.
+    fn after(t0: Instant, steps: &[Step]) -> Peer {
+        let store = PeerStore::default();
+        for (method, at, seen) in steps {
+            let update = PeerUpdate {
+                last_seen: seen.map(|m| t0 + m * MIN),
+                ..PeerUpdate::new(PublicKey([9; 32]))
+            };
+            store.update(update, *method, t0 + *at * MIN);
+        }
+        store.get(&PublicKey([9; 32])).unwrap()
+    }
+
+    #[test]
+    fn liveness_table() {
+        // Cache restores at t0 + 60 min of entries last seen at t0 + `seen`.
+        let t0 = Instant::now();
+        let restore = |seen: u32| (Cache, 60, Some(seen));
+        #[rustfmt::skip]
+        let rows: [Row<'_>; 15] = [
+            ("live peer, 1 min old", &[(Lan, 0, None)], None, 1, Liveness::Active),
+            ("live peer, exactly 5 min old", &[(Lan, 0, None)], None, 5, Liveness::Dead),
+            ("restored, seen 2 min before: cached, not active", &[restore(58)], None, 60, Liveness::Cached),
+            ("restored, seen 23 h before: cached at once", &[restore(0)], None, 60, Liveness::Cached),
+            ("restored, 4 min later: still cached", &[restore(0)], None, 64, Liveness::Cached),
+            ("restored, grace over: dead", &[restore(0)], None, 65, Liveness::Dead),
+            ("restored recently seen, grace over: dead", &[restore(59)], None, 65, Liveness::Dead),
+            ("cached then LAN: active", &[restore(0), (Lan, 61, None)], None, 62, Liveness::Active),
+            ("cached then LAN, past the grace: active while heard", &[restore(0), (Lan, 64, None)], None, 68, Liveness::Active),
+            ("cached then transitive: still cached", &[restore(0), (GossipTransitive, 61, Some(61))], None, 62, Liveness::Cached),
+            ("cached then transitive, grace over: its last_seen rules", &[restore(0), (GossipTransitive, 64, Some(64))], None, 66, Liveness::Active),
+            ("a second cache update does not restart the grace", &[restore(0), (Cache, 64, Some(0))], None, 66, Liveness::Dead),
+            ("live peer later cached: never cached", &[(Lan, 59, None), (Cache, 60, Some(0))], None, 61, Liveness::Active),
+            ("quarantine beats cached", &[restore(0)], Some(62), 61, Liveness::Quarantined),
+            ("quarantine over: cached again", &[restore(0)], Some(62), 62, Liveness::Cached),
+        ];
+        for (case, steps, quarantine, now, want) in rows {
+            let mut peer = after(t0, steps);
+            peer.quarantined_until = quarantine.map(|m| t0 + m * MIN);
+            assert_eq!(peer.liveness(t0 + now * MIN), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn on_device_states() {
+        #[rustfmt::skip]
+        let rows = [
+            (Liveness::Active, true, "active"),
+            (Liveness::Cached, true, "cached"),
+            (Liveness::Quarantined, false, "quarantined"),
+            (Liveness::Dead, false, "dead"),
+        ];
+        for (state, on, text) in rows {
+            assert_eq!(state.on_device(), on, "{text}");
+            assert_eq!(state.as_str(), text);
+        }
+    }
 }

@@ -60,6 +60,8 @@ pub(super) fn new_peer(info: PeerUpdate, method: Method, now: Instant) -> Peer {
         discovered_via: vec![method],
         latency: None,
         quarantined_until: None,
+        // Only a restore starts the grace; every other source is live or reports another's view.
+        restored_at: (method == Method::Cache).then_some(now),
     }
 }
 
@@ -89,6 +91,8 @@ pub(super) fn merge(old: &Peer, info: PeerUpdate, method: Method, now: Instant) 
     }
     p.introducer = info.introducer;
     p.last_seen = if method.refreshes_last_seen() {
+        // A live source confirms a peer restored from the cache.
+        p.restored_at = None;
         old.last_seen.max(now)
     } else {
         info.last_seen
@@ -299,6 +303,32 @@ mod tests {
         }
         // A direct source never moves last_seen backwards.
         assert_eq!(merge(&old, update(), Dht, t0).last_seen, seen);
+    }
+
+    #[test]
+    fn restored_at_set_by_a_restore_cleared_by_a_live_source() {
+        let t0 = Instant::now();
+        let restored = new_peer(update(), Cache, t0);
+        assert_eq!(restored.restored_at, Some(t0));
+        assert_eq!(new_peer(update(), Lan, t0).restored_at, None);
+        #[rustfmt::skip]
+        let rows: [(Method, Option<Instant>); 8] = [
+            (Lan, None),
+            (DhtRendezvous, None),
+            (Dht, None),
+            (Gossip, None),
+            (Registry, None),
+            (DhtTransitive, Some(t0)),
+            (GossipTransitive, Some(t0)),
+            (Cache, Some(t0)),
+        ];
+        for (method, want) in rows {
+            let merged = merge(&restored, update(), method, t0 + MIN);
+            assert_eq!(merged.restored_at, want, "{method}");
+        }
+        // A live peer hearing of itself from a cache never becomes "restored".
+        let live = new_peer(update(), Lan, t0);
+        assert_eq!(merge(&live, update(), Cache, t0).restored_at, None);
     }
 
     #[test]

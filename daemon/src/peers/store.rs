@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::rank::{classify, is_alive, merge, new_peer};
+use super::rank::{classify, merge, new_peer};
 use super::{
     DEFAULT_CAP, Liveness, Method, Peer, PeerEvent, PeerUpdate, REMOVE_AFTER, UpdateOutcome,
 };
@@ -125,24 +125,37 @@ impl PeerStore {
         self.read().peers.values().cloned().collect()
     }
 
-    /// Copies of the peers seen less than [`DEAD_AFTER`](super::DEAD_AFTER) ago and not
-    /// quarantined at `now`, sorted by key. Reconcile, relay candidates, probing and health use this.
+    /// Copies of the peers [`Liveness::Active`] at `now` (seen less than
+    /// [`DEAD_AFTER`](super::DEAD_AFTER) ago by a live source, not quarantined), sorted by key:
+    /// the peers something live vouches for. Relay candidates, probing and health use this; an
+    /// unconfirmed cache restore is not among them.
     pub fn active(&self, now: Instant) -> Vec<Peer> {
+        self.matching(now, |l| l == Liveness::Active)
+    }
+
+    /// Copies of the peers that belong on the WireGuard device at `now` ([`Liveness::on_device`]:
+    /// active ones and unconfirmed cache restores), sorted by key. The reconcile loop uses this.
+    pub fn for_device(&self, now: Instant) -> Vec<Peer> {
+        self.matching(now, Liveness::on_device)
+    }
+
+    fn matching(&self, now: Instant, keep: impl Fn(Liveness) -> bool) -> Vec<Peer> {
         self.read()
             .peers
             .values()
-            .filter(|p| p.liveness(now) == Liveness::Active)
+            .filter(|p| keep(p.liveness(now)))
             .cloned()
             .collect()
     }
 
-    /// True if the peer is unknown or was last seen [`DEAD_AFTER`](super::DEAD_AFTER) or more
-    /// before `now` (the complement of liveness in [`active`](Self::active); quarantine aside).
+    /// True if the peer is unknown or, quarantine aside, [`Liveness::Dead`] at `now` (last seen
+    /// [`DEAD_AFTER`](super::DEAD_AFTER) or more before `now` and not within a cache restore's
+    /// grace).
     pub fn is_dead(&self, key: &PublicKey, now: Instant) -> bool {
         self.read()
             .peers
             .get(key)
-            .is_none_or(|p| !is_alive(p.last_seen, now))
+            .is_none_or(|p| p.presence(now) == Liveness::Dead)
     }
 
     /// Deletes the peer; emits `Removed` and returns true if it was stored. Quarantine is kept.
@@ -154,15 +167,19 @@ impl PeerStore {
         removed
     }
 
-    /// Deletes the peers last seen more than [`REMOVE_AFTER`] before `now` (and forgets expired
-    /// quarantines); emits `Removed` for each and returns their keys, sorted.
+    /// Deletes the peers last seen more than [`REMOVE_AFTER`] before `now`, except cache
+    /// restores still within their grace (their `last_seen` is old by nature), and forgets
+    /// expired quarantines; emits `Removed` for each and returns their keys, sorted.
     pub fn cleanup_stale(&self, now: Instant) -> Vec<PublicKey> {
         let removed: Vec<PublicKey> = {
             let mut inner = self.write();
             let stale: Vec<PublicKey> = inner
                 .peers
                 .values()
-                .filter(|p| now.saturating_duration_since(p.last_seen) > REMOVE_AFTER)
+                .filter(|p| {
+                    now.saturating_duration_since(p.last_seen) > REMOVE_AFTER
+                        && !p.in_cache_grace(now)
+                })
                 .map(|p| p.public_key)
                 .collect();
             for key in &stale {
@@ -185,6 +202,34 @@ impl PeerStore {
     /// Number of stored peers, dead and quarantined ones included.
     pub fn count(&self) -> usize {
         self.read().peers.len()
+    }
+
+    /// Records that each of `heard` completed a WireGuard handshake with us at the given instant:
+    /// proof, authenticated with the mesh PSK, that the peer is alive. Its `last_seen` moves
+    /// forward to that instant (never backwards, never past `now`), and a peer restored from the
+    /// cache counts as confirmed. Without this, a node whose only live source is off (LAN
+    /// discovery disabled, as after a restart from the cache) would drop working peers after
+    /// [`DEAD_AFTER`](super::DEAD_AFTER). Unknown keys are ignored. Emits `Updated` for a peer
+    /// that was dead or unconfirmed; a plain refresh emits nothing.
+    pub fn heard_from(&self, heard: &[(PublicKey, Instant)], now: Instant) {
+        let mut changed = Vec::new();
+        {
+            let mut inner = self.write();
+            for (key, at) in heard {
+                let Some(peer) = inner.peers.get_mut(key) else {
+                    continue;
+                };
+                let before = peer.liveness(now);
+                peer.last_seen = peer.last_seen.max((*at).min(now));
+                peer.restored_at = None;
+                if peer.liveness(now) != before {
+                    changed.push(*key);
+                }
+            }
+        }
+        for key in changed {
+            self.emit(PeerEvent::Updated(key));
+        }
     }
 
     /// Records a probe round-trip time. No-op for an unknown key; emits no event.
@@ -411,6 +456,50 @@ mod tests {
     }
 
     #[test]
+    fn for_device_is_active_plus_cached_and_cleanup_spares_the_grace() {
+        let s = PeerStore::default();
+        let t0 = Instant::now();
+        let now = t0 + 60 * MIN;
+        let restored = |n: u16, seen: Instant| PeerUpdate {
+            last_seen: Some(seen),
+            ..upd(n)
+        };
+        s.update(upd(1), Lan, now); // live
+        s.update(upd(2), Lan, t0); // dead, swept
+        s.update(restored(3, t0), Cache, now); // cached, an hour old
+        s.update(restored(4, now - MIN), Cache, now); // cached, a minute old
+        s.update(upd(5), Lan, now);
+        s.quarantine(&key(5), now + QUARANTINE_TTL);
+        let keys = |peers: Vec<Peer>| peers.into_iter().map(|p| p.public_key).collect::<Vec<_>>();
+        #[rustfmt::skip]
+        let rows: [(&str, Duration, &[u16], &[u16]); 4] = [
+            // (case, after `now`, for_device, active)
+            ("at the restore", Duration::ZERO, &[1, 3, 4], &[1]),
+            ("just before the grace ends", DEAD_AFTER - Duration::from_secs(1), &[1, 3, 4, 5], &[1, 5]),
+            ("grace over", DEAD_AFTER, &[], &[]),
+            ("quarantine over", QUARANTINE_TTL, &[1, 3, 4, 5], &[1, 5]),
+        ];
+        for (case, after, device, active) in rows {
+            let at = now + after;
+            let want = |ns: &[u16]| ns.iter().map(|n| key(*n)).collect::<Vec<_>>();
+            assert_eq!(keys(s.for_device(at)), want(device), "{case}: for_device");
+            assert_eq!(keys(s.active(at)), want(active), "{case}: active");
+        }
+        assert!(!s.is_dead(&key(3), now), "cached is not dead");
+        assert!(s.is_dead(&key(3), now + DEAD_AFTER));
+        assert_eq!(
+            s.cleanup_stale(now),
+            [key(2)],
+            "the hour-old restore is spared"
+        );
+        assert_eq!(
+            s.cleanup_stale(now + DEAD_AFTER),
+            [key(3)],
+            "swept once its grace is over"
+        );
+    }
+
+    #[test]
     fn cache_and_transitive_last_seen() {
         let s = PeerStore::default();
         let t0 = Instant::now();
@@ -425,7 +514,8 @@ mod tests {
             now - 3 * MIN,
             "cache keeps last_seen"
         );
-        assert_eq!(s.active(now).len(), 1, "cached 3 min ago: active");
+        assert_eq!(s.active(now).len(), 0, "restored, unconfirmed: not active");
+        assert_eq!(s.for_device(now).len(), 1, "but on the device");
 
         s.update(upd(2), Dht, t0);
         s.update(upd(2), GossipTransitive, t0 + MIN);
@@ -663,5 +753,45 @@ mod tests {
         let stored = s.get(&key(1)).unwrap();
         assert_eq!(stored.discovered_via, [Dht]);
         assert_eq!(stored.hostname, "");
+    }
+
+    #[test]
+    fn a_handshake_keeps_a_peer_alive_and_confirms_a_cached_one() {
+        use super::super::Liveness;
+        let s = PeerStore::default();
+        let t0 = Instant::now();
+        let hour_ago_seen = PeerUpdate {
+            last_seen: Some(t0),
+            ..upd(1)
+        };
+        let now = t0 + 60 * MIN;
+        s.update(hour_ago_seen, Cache, now);
+        s.update(upd(2), Lan, t0);
+        assert_eq!(s.get(&key(1)).unwrap().liveness(now), Liveness::Cached);
+        assert_eq!(s.get(&key(2)).unwrap().liveness(now), Liveness::Dead);
+        let mut rx = s.subscribe();
+        let handshake = now - Duration::from_secs(20);
+        s.heard_from(
+            &[
+                (key(1), handshake),
+                (key(2), handshake),
+                (key(9), handshake),
+            ],
+            now,
+        );
+        for k in [key(1), key(2)] {
+            let p = s.get(&k).unwrap();
+            assert_eq!(p.liveness(now), Liveness::Active, "{k:?}");
+            assert_eq!(p.last_seen, handshake);
+        }
+        assert_eq!(s.count(), 2, "unknown keys are not added");
+        assert_eq!(
+            drain(&mut rx),
+            [PeerEvent::Updated(key(1)), PeerEvent::Updated(key(2))]
+        );
+        // An older handshake never moves last_seen back, and a refresh is silent.
+        s.heard_from(&[(key(1), t0)], now);
+        assert_eq!(s.get(&key(1)).unwrap().last_seen, handshake);
+        assert_eq!(drain(&mut rx), []);
     }
 }

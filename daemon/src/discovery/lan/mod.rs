@@ -1,12 +1,14 @@
 //! LAN discovery over IPv4 multicast, wire-compatible with Go wgmesh (crypto-and-wire §13).
 //!
 //! Every node sends an ANNOUNCE envelope (its announcement without `known_peers`) to
-//! `239.192.<id0>.<id1>:51830` at start (plus a short burst of repeats), every 5 s, and once more
+//! `239.192.<id0>.<id1>:51830` at start (plus a short burst of repeats), every 5 s, once more
 //! right away when it hears a new LAN peer, so a newcomer is known to everyone within one round
-//! trip instead of up to 5 s. It receives on the same group: announcements that open with the
-//! mesh key and pass validation, except its own (multicast loops back), become store updates
-//! with method `lan` and endpoint `<packet source IP>:<advertised WireGuard port>`. Packets of
-//! other meshes fail to authenticate and are dropped without a trace above `debug`.
+//! trip instead of up to 5 s, and right away when what it announces changes (a reload of the
+//! advertised routes, say), so peers need not wait for the next round. It receives on the same
+//! group: announcements that open with the mesh key and pass validation, except its own
+//! (multicast loops back), become store updates with method `lan` and endpoint
+//! `<packet source IP>:<advertised WireGuard port>`. Packets of other meshes fail to
+//! authenticate and are dropped without a trace above `debug`.
 //!
 //! Unlike Go, which joins once through the default route, the group is joined and announced on
 //! **every** usable LAN interface (up, multicast-capable, IPv4, not the loopback, not the mesh
@@ -163,6 +165,8 @@ struct Session<'a> {
     retry_backoff: Duration,
     /// What the layer shows now (sent only when it changes).
     reported: Option<LayerReport>,
+    /// What the last announcement said (timestamp aside), to announce a change of it at once.
+    announced: Option<PeerAnnouncement>,
 }
 
 impl LanDiscovery {
@@ -199,14 +203,16 @@ impl LanDiscovery {
         }
     }
 
-    /// The announcement datagram, sealed now (`None`, logged, if sealing fails).
-    fn datagram(&self) -> Option<Vec<u8>> {
-        let mut ann = self.local.borrow().announcement();
+    /// The announcement (without timestamp) and its datagram, sealed now (`None`, logged, if
+    /// sealing fails).
+    fn datagram(&self) -> Option<(PeerAnnouncement, Vec<u8>)> {
+        let facts = self.local.borrow().announcement();
+        let mut ann = facts.clone();
         ann.timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         match self.envelope.seal(MessageType::Announce, &ann) {
-            Ok(d) => Some(d),
+            Ok(d) => Some((facts, d)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot seal LAN announcement");
                 None
@@ -246,6 +252,7 @@ impl<'a> Session<'a> {
             retry_at: None,
             retry_backoff: BACKOFF_MIN,
             reported: None,
+            announced: None,
         }
     }
 
@@ -263,6 +270,9 @@ impl<'a> Session<'a> {
         let next = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(next);
         let mut watching = true;
+        let mut local = self.lan.local.clone();
+        local.mark_unchanged();
+        let mut following_local = true;
         let mut receive_errors = 0u32;
         let mut buf = vec![0u8; MAX_LAN_DATAGRAM];
         loop {
@@ -286,6 +296,21 @@ impl<'a> Session<'a> {
                         // The interfaces task is gone (the daemon is stopping): keep the last
                         // list.
                         watching = false;
+                    }
+                }
+                changed = local.changed(), if following_local => {
+                    if changed.is_err() {
+                        // The daemon is stopping: keep announcing the last facts.
+                        following_local = false;
+                        continue;
+                    }
+                    let now = local.borrow_and_update().announcement();
+                    if self.announced.as_ref() != Some(&now) {
+                        tracing::debug!(
+                            routes = ?now.routable_networks,
+                            "LAN discovery: what this node announces changed; announcing now"
+                        );
+                        self.announce(None);
                     }
                 }
                 () = tokio::time::sleep_until(retry_at), if self.retry_at.is_some() => {
@@ -409,7 +434,7 @@ impl<'a> Session<'a> {
         if only.is_some_and(<[u32]>::is_empty) || self.members.is_empty() {
             return;
         }
-        let Some(datagram) = self.lan.datagram() else {
+        let Some((facts, datagram)) = self.lan.datagram() else {
             return;
         };
         let group = self.lan.group;
@@ -440,6 +465,7 @@ impl<'a> Session<'a> {
         }
         if sent {
             self.lan.layer.success();
+            self.announced = Some(facts);
         }
         self.report();
     }
