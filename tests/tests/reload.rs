@@ -239,3 +239,131 @@ fn sighup_reloads_routes_and_log_level_from_the_reload_file() {
         before.advertise_routes
     );
 }
+
+/// `wgmeshctl --socket SOCKET ARGS…` in `host`: (exit code, stdout, stderr).
+fn ctl(host: &Host, args: &[&str]) -> (i32, String, String) {
+    let out = labnode_exe!()
+        .in_host(host, "wgmeshctl")
+        .arg("--socket")
+        .arg(host.socket_path())
+        .args(args)
+        .output_timeout(SETTLE)
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_api_reloads_settings_dry_runs_rereads_the_file_and_refuses_bad_input() {
+    if !lab::require_root() {
+        return;
+    }
+    let exe = labnode_exe!();
+    let lab = Lab::one_lan("apireload", &["a", "b"]).unwrap();
+    let (a, b) = (lab.host("a"), lab.host("b"));
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
+    let da = Daemon::start(&exe, a, &secret, &["--log-level", "info"]).unwrap();
+    let db = Daemon::start(&exe, b, &secret, &[]).unwrap();
+    let a_key = da.wait_api(API_UP).unwrap().public_key;
+    db.wait_api(API_UP).unwrap();
+    daemon::wait_full_mesh(&[a, b], MESH_UP).unwrap();
+
+    // A dry run reports the diff and changes nothing.
+    let (code, out, err) = ctl(
+        a,
+        &[
+            "reload",
+            "--json",
+            "--advertise-routes",
+            "172.31.4.0/24",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let answer: wgmesh_api_types::ReloadResponse = serde_json::from_str(&out).unwrap();
+    assert!(answer.dry_run && !answer.applied, "{answer:?}");
+    assert_eq!(
+        answer.changed.advertise_routes.map(|c| c.to),
+        Some(vec!["172.31.4.0/24".to_owned()])
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        routes_of_peer(b, &a_key).is_empty(),
+        "a dry run was applied"
+    );
+    assert!(daemon::status(a).unwrap().advertise_routes.is_empty());
+
+    // Settings in the body: applied, announced, listed by b; the level changes the log.
+    let debug_lines = || {
+        da.process()
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("DEBUG"))
+            .count()
+    };
+    let before = debug_lines();
+    let sent = Instant::now();
+    let (code, out, err) = ctl(
+        a,
+        &[
+            "reload",
+            "--advertise-routes",
+            "172.31.4.0/24",
+            "--log-level",
+            "debug",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("172.31.4.0/24"), "{out}");
+    assert!(
+        lab::wait_until(SETTLE, || routes_of_peer(b, &a_key)
+            == set(&["172.31.4.0/24"])),
+        "b never listed the route reloaded through the API"
+    );
+    eprintln!(
+        "reload: POST /v1/reload on a -> route listed by b after {} ms",
+        sent.elapsed().as_millis()
+    );
+    let status = daemon::status(a).unwrap();
+    assert_eq!(status.log_level, "debug");
+    assert_eq!(status.advertise_routes, ["172.31.4.0/24"]);
+    assert!(
+        // Each API request logs its connection at debug: ask, and look.
+        lab::wait_until(SETTLE, || {
+            daemon::status(a).unwrap();
+            debug_lines() > before
+        }),
+        "no debug line after the level went to debug"
+    );
+
+    // An empty body re-reads the reload file.
+    std::fs::write(a.state_dir().join("wg0.reload"), "log-level=info\n").unwrap();
+    let (code, out, err) = ctl(a, &["reload", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let answer: wgmesh_api_types::ReloadResponse = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer.source, wgmesh_api_types::ReloadSource::File);
+    assert!(answer.applied, "{answer:?}");
+    assert_eq!(daemon::status(a).unwrap().log_level, "info");
+
+    // Bad input changes nothing and names the field.
+    let (code, _, err) = ctl(a, &["reload", "--advertise-routes", "0.0.0.0/33"]);
+    assert_eq!(code, 2, "a value that is no CIDR is a usage error: {err}");
+    std::fs::write(
+        a.state_dir().join("wg0.reload"),
+        "log-level=debug\nadvertise-routes=not-a-cidr\n",
+    )
+    .unwrap();
+    let (code, _, err) = ctl(a, &["reload"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("wg0.reload:2"), "{err}");
+    let status = daemon::status(a).unwrap();
+    assert_eq!(
+        (status.log_level.as_str(), status.advertise_routes.clone()),
+        ("info", vec!["172.31.4.0/24".to_owned()]),
+        "a refused reload changed something"
+    );
+}

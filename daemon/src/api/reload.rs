@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
+use tokio::time::Instant;
 use wgmesh_api_types::{Problem, ReloadRequest, ReloadResponse, problem_type};
 
 use super::ApiState;
@@ -50,12 +51,16 @@ pub(super) async fn reload(
 ) -> Result<Json<ReloadResponse>, ProblemResponse> {
     let body = body.map_err(body_rejection)?;
     let request = parse(&headers, &body)?;
-    control::ask(&state.control, "reload", |reply| ControlRequest::Reload {
+    let answer = control::ask(&state.control, "reload", |reply| ControlRequest::Reload {
         request,
         reply,
     })
-    .await
-    .map(Json)
+    .await?;
+    if answer.applied {
+        // The caller's next read shows what it changed.
+        state.snapshots.settled_after(Instant::now()).await;
+    }
+    Ok(Json(answer))
 }
 
 /// The problem for a body that could not be read.

@@ -176,13 +176,27 @@ impl Snapshots {
     /// the one the daemon builds on this request (shared with every request waiting meanwhile).
     /// After [`REFRESH_WAIT`] without a rebuild, the latest one.
     pub async fn fresh(&self) -> Arc<Snapshot> {
+        let asked = Instant::now();
+        self.rebuilt_since(asked, true).await
+    }
+
+    /// Waits (at most [`REFRESH_WAIT`]) for a snapshot built after `since`, so that a write's
+    /// caller reads what it changed in its next request (read-your-writes); the device need not
+    /// be read again for it. Returns at once for snapshots taken from fixed values.
+    pub async fn settled_after(&self, since: Instant) {
+        self.rebuilt_since(since, false).await;
+    }
+
+    /// The latest snapshot if it answers a request made at `asked` (built since then; with
+    /// `device`, also from device data at most [`MAX_AGE`] old); otherwise asks for a rebuild
+    /// and waits for one that does, at most [`REFRESH_WAIT`].
+    async fn rebuilt_since(&self, asked: Instant, device: bool) -> Arc<Snapshot> {
         let (rx, refresh) = match &self.source {
             Source::Published { rx, refresh } => (rx, refresh),
             Source::Values { status, peers } => return Self::from_values_now(status, peers),
         };
-        let asked = Instant::now();
         let current = rx.borrow().clone();
-        if current.is_fresh(asked) {
+        if (device && current.is_fresh(asked)) || (!device && current.built >= asked) {
             return current;
         }
         refresh.notify_one();
@@ -190,8 +204,9 @@ impl Snapshots {
         // Built since the request, from device data read at most MAX_AGE before it.
         let answers = |s: &Arc<Snapshot>| {
             s.built >= asked
-                && s.device_read
-                    .is_some_and(|t| asked.saturating_duration_since(t) <= MAX_AGE)
+                && (!device
+                    || s.device_read
+                        .is_some_and(|t| asked.saturating_duration_since(t) <= MAX_AGE))
         };
         let rebuilt = tokio::time::timeout(REFRESH_WAIT, async {
             rx.wait_for(answers).await.map(|s| s.clone())
