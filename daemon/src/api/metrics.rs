@@ -47,7 +47,15 @@ pub(super) fn routes() -> Router<ApiState> {
 }
 
 /// The exposition of a fresh snapshot's gauges and the counters now.
-async fn get_metrics(State(state): State<ApiState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4: peers by state and by discovery method, reconcile runs and durations, discovery events per layer, API requests by route and status, task restarts. Also on TCP with `wgmeshd join --metrics-listen ADDR`.", body = String, content_type = "text/plain"),
+    )
+)]
+pub(super) async fn get_metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshots.fresh().await;
     let body = render(&snapshot.status, &state.metrics.values());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()

@@ -23,7 +23,7 @@ use utoipa::openapi::{
 };
 use wgmesh_api_types::{DEFAULT_SOCKET_PATH, PROBLEM_CONTENT_TYPE, SCHEMA_VERSION};
 
-use super::{cache, events, health, peers, reload, status};
+use super::{cache, events, health, metrics, peers, reload, status};
 
 /// The document's description: what holds for every endpoint.
 const DESCRIPTION: &str = "\
@@ -54,6 +54,7 @@ requests in flight (503 `overloaded`).";
         events::get_events,
         reload::reload,
         cache::flush_cache,
+        metrics::get_metrics,
     ),
     tags(
         (name = "node", description = "The node: status, health and events."),

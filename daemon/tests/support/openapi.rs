@@ -114,6 +114,9 @@ impl Spec {
                 }
                 Ok(())
             }
+            // Plain text (the Prometheus exposition): documented as a string; its grammar is
+            // checked by the metrics tests.
+            "text/plain" => Ok(()),
             "text/event-stream" => {
                 let event = Value::from("#/components/schemas/Event");
                 let event = serde_json::json!({ "$ref": event });
