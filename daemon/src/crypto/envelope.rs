@@ -41,17 +41,21 @@ pub enum MessageType {
     RendezvousOffer,
     /// Introducer tells both sides to punch.
     RendezvousStart,
+    /// A Dandelion++ stem hop of an announcement (privacy mode). Ours, not Go's: a Go node drops
+    /// the type as unknown.
+    Stem,
 }
 
 impl MessageType {
     /// All types, in wire-name order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Hello,
         Self::Reply,
         Self::Announce,
         Self::Goodbye,
         Self::RendezvousOffer,
         Self::RendezvousStart,
+        Self::Stem,
     ];
 
     /// The wire name, e.g. `HELLO`.
@@ -63,6 +67,7 @@ impl MessageType {
             Self::Goodbye => "GOODBYE",
             Self::RendezvousOffer => "RENDEZVOUS_OFFER",
             Self::RendezvousStart => "RENDEZVOUS_START",
+            Self::Stem => "DANDELION_STEM",
         }
     }
 

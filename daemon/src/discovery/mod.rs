@@ -1,6 +1,7 @@
 //! Discovery: tasks that find peers and only ever write the peer store. Each source turns what it
 //! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
+pub mod contact;
 pub mod lan;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),
