@@ -111,6 +111,43 @@ pub struct JoinArgs {
     /// Do not announce or listen on the LAN multicast group.
     #[arg(long)]
     no_lan_discovery: bool,
+    /// Do not run the exchange socket (UDP on the mesh's gossip port, 51821-52820, derived from
+    /// the secret): no HELLO/REPLY, no static peers, DHT contacts, rendezvous or gossip.
+    #[arg(long)]
+    no_exchange: bool,
+    /// Do not punch holes: send each HELLO once instead of every 100 ms, and never ask
+    /// introducers to coordinate a punch (rendezvous).
+    #[arg(long)]
+    no_punching: bool,
+    /// Ignore IPv6 endpoints everywhere (announced, learned, STUN).
+    #[arg(long)]
+    no_ipv6: bool,
+    /// A node to contact at start (and again with backoff until it answers), at its exchange
+    /// port: HOST:PORT, e.g. 203.0.113.7:51847 (repeatable). For networks with neither
+    /// multicast nor a reachable DHT.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<crate::config::HostPort>,
+    /// Do not use the BitTorrent mainline DHT to find peers (it uses UDP port gossip port + 1).
+    #[arg(long)]
+    no_dht: bool,
+    /// DHT bootstrap node replacing the public routers (repeatable), e.g. 192.0.2.10:6881.
+    #[arg(long, value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<crate::config::HostPort>,
+    /// Gossip inside the mesh: every 10 s, tell one random peer (through the tunnel) every peer
+    /// this node knows.
+    #[arg(long)]
+    gossip: bool,
+    /// Privacy mode (needs --gossip): announcements travel Dandelion++ stem hops through the
+    /// epoch's relay peers before they spread, so peers cannot tell who originated them.
+    #[arg(long, requires = "gossip")]
+    privacy: bool,
+    /// Do not ask STUN servers for this node's public endpoint and NAT type.
+    #[arg(long)]
+    no_stun: bool,
+    /// STUN server replacing the defaults (repeatable; NAT type needs two), e.g.
+    /// stun.example.org:3478.
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Vec<crate::config::HostPort>,
     /// Serve as an introducer: forward traffic between peers that cannot reach each other
     /// directly, and announce it. Turns IPv4 and IPv6 forwarding on and, where an nftables or
     /// iptables forward chain would drop that traffic, inserts an accept rule for the mesh
@@ -224,6 +261,18 @@ fn join_cmd(
         mesh_subnet: args.mesh_subnet,
         advertise_routes: args.advertise_routes,
         lan_discovery: !args.no_lan_discovery,
+        discovery: crate::daemon::DiscoveryOptions {
+            exchange: !args.no_exchange,
+            punching: !args.no_punching,
+            ipv6: !args.no_ipv6,
+            static_peers: args.peers,
+            dht: !args.no_dht,
+            dht_bootstrap: args.dht_bootstrap,
+            gossip: args.gossip,
+            privacy: args.privacy,
+            stun: !args.no_stun,
+            stun_servers: args.stun,
+        },
         introducer: args.introducer,
         log_level,
         metrics_listen: args.metrics_listen,

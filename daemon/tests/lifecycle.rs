@@ -99,6 +99,7 @@ fn options(dirs: &Dirs) -> JoinOptions {
         mesh_subnet: None,
         advertise_routes: Vec::new(),
         lan_discovery: false,
+        discovery: wgmeshd::daemon::DiscoveryOptions::none(),
         introducer: false,
         log_level: LogLevel::Info,
         log_control: None,

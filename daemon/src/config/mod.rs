@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cli-args")]
 mod args;
+mod hostport;
 mod ifname;
 // Pure too, but it speaks the daemon's `LocalNode` and the API types: runtime builds only.
 #[cfg(feature = "runtime")]
@@ -13,6 +14,7 @@ mod subnet;
 
 #[cfg(feature = "cli-args")]
 pub use args::{SecretArgs, secret_advice};
+pub use hostport::{HostPort, HostPortError};
 pub use ifname::{DEFAULT_INTERFACE, InterfaceName, InterfaceNameError};
 #[cfg(feature = "runtime")]
 pub use reload::{

@@ -77,6 +77,8 @@ pub struct JoinOptions {
     pub advertise_routes: Vec<IpNet>,
     /// Run LAN multicast discovery.
     pub lan_discovery: bool,
+    /// The discovery layers beyond the LAN.
+    pub discovery: DiscoveryOptions,
     /// Serve as an introducer: forward traffic between peers, announce it.
     pub introducer: bool,
     /// The log level the daemon started with.
@@ -89,6 +91,67 @@ pub struct JoinOptions {
     /// One message per SIGHUP: re-read the reload file `<state-dir>/<iface>.reload` (the
     /// `control` task does, like any other reload). `None`: no signal reloads.
     pub hangups: Option<tokio::sync::mpsc::Receiver<()>>,
+}
+
+/// What `wgmeshd join` was asked to do about discovery beyond the LAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    /// Run the exchange socket on the mesh's gossip port (`--no-exchange` turns it off, and with
+    /// it every layer that talks through it: static peers, DHT contacts, rendezvous, gossip).
+    pub exchange: bool,
+    /// Hole punching: resend HELLOs while waiting, and rendezvous through introducers
+    /// (`--no-punching` turns both off).
+    pub punching: bool,
+    /// Use IPv6 endpoints (`--no-ipv6` drops them everywhere).
+    pub ipv6: bool,
+    /// Static bootstrap peers (`--peer HOST:PORT`, the peer's exchange port): contacted at start
+    /// and with backoff.
+    pub static_peers: Vec<crate::config::HostPort>,
+    /// Run the mainline DHT (`--no-dht` turns it off).
+    pub dht: bool,
+    /// DHT bootstrap nodes replacing the public routers (`--dht-bootstrap HOST:PORT`); empty =
+    /// the public routers.
+    pub dht_bootstrap: Vec<crate::config::HostPort>,
+    /// In-mesh gossip (`--gossip`).
+    pub gossip: bool,
+    /// Privacy mode: Dandelion++ stem/fluff of announcements (`--privacy`).
+    pub privacy: bool,
+    /// Learn the public endpoint and NAT type with STUN (`--no-stun` turns it off).
+    pub stun: bool,
+    /// STUN servers replacing the defaults (`--stun HOST:PORT`); empty = the defaults.
+    pub stun_servers: Vec<crate::config::HostPort>,
+}
+
+impl Default for DiscoveryOptions {
+    /// The defaults of `wgmeshd join`: exchange, punching, IPv6, DHT and STUN on; gossip and
+    /// privacy off; public DHT routers and STUN servers.
+    fn default() -> Self {
+        Self {
+            exchange: true,
+            punching: true,
+            ipv6: true,
+            static_peers: Vec::new(),
+            dht: true,
+            dht_bootstrap: Vec::new(),
+            gossip: false,
+            privacy: false,
+            stun: true,
+            stun_servers: Vec::new(),
+        }
+    }
+}
+
+impl DiscoveryOptions {
+    /// Every layer beyond the LAN off (tests, and nodes that only use LAN and the cache).
+    pub fn none() -> Self {
+        Self {
+            exchange: false,
+            punching: false,
+            dht: false,
+            stun: false,
+            ..Self::default()
+        }
+    }
 }
 
 /// Where the lock of `iface`'s daemon lives.

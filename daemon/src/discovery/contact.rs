@@ -5,13 +5,15 @@
 //! Other layers *ask* it to contact an address ([`Exchange::hello`]) or to send a sealed datagram
 //! from that socket ([`Exchange::send`]: gossip goes through the tunnel from the gossip port, as in
 //! Go); messages it receives that belong to another layer (`ANNOUNCE`, `DANDELION_STEM`) are
-//! handed over as [`Inbound`] on a channel.
+//! handed over as [`Inbound`] on a channel; so are `RENDEZVOUS_OFFER` and `RENDEZVOUS_START`,
+//! on a second channel, for the rendezvous layer.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
 use crate::crypto::envelope::OpenedEnvelope;
+use crate::keys::PublicKey;
 use crate::peers::Method;
 use crate::wire::PeerAnnouncement;
 
@@ -63,6 +65,11 @@ pub trait Exchange: Send + Sync + 'static {
 
     /// Sends an already sealed datagram from the exchange socket.
     fn send(&self, addr: SocketAddr, datagram: Vec<u8>) -> BoxFuture<'_, std::io::Result<()>>;
+
+    /// The control (exchange-socket) address learned for `peer` (the address its last REPLY or
+    /// HELLO came from), if any. Without one, a peer's control address is
+    /// `<its WireGuard endpoint host>:<gossip port>`.
+    fn control_endpoint(&self, peer: &PublicKey) -> Option<SocketAddr>;
 }
 
 /// A message received on the exchange socket for another layer: opened (authentic, fresh), not

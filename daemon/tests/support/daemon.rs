@@ -110,6 +110,7 @@ impl Daemon {
             mesh_subnet: None,
             advertise_routes: Vec::new(),
             lan_discovery: false,
+            discovery: wgmeshd::daemon::DiscoveryOptions::none(),
             introducer: false,
             log_level: LogLevel::Info,
             log_control: None,
