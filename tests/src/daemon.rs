@@ -48,6 +48,27 @@ pub const TCP_CHECK_PORT: u16 = 7000;
 /// How often the waiting helpers ask again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// The flags that keep a lab daemon off the internet: the DHT and STUN default to public
+/// servers, so each is turned off unless `extra_args` point it at something inside the lab
+/// (`--dht-bootstrap`, `--stun`) or mention it already.
+fn lab_only_args(extra_args: &[&str]) -> Vec<&'static str> {
+    let mentions = |flags: &[&str]| {
+        extra_args.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
+    };
+    let mut args = Vec::new();
+    if !mentions(&["--dht-bootstrap", "--no-dht"]) {
+        args.push("--no-dht");
+    }
+    if !mentions(&["--stun", "--no-stun"]) {
+        args.push("--no-stun");
+    }
+    args
+}
+
 /// A `wgmeshd join` running in a lab host. The [`lab::Lab`] stops it on drop; dropping this
 /// handle does nothing.
 #[derive(Debug, Clone)]
@@ -62,7 +83,9 @@ impl Daemon {
     /// state dir and socket path. Returns at once; [`Daemon::wait_api`] waits until it serves.
     ///
     /// `extra_args` are more `join` options (`--introducer`, `--no-lan-discovery`, …); a
-    /// `--log-level` among them overrides the `debug` default.
+    /// `--log-level` among them overrides the `debug` default. The DHT and STUN are off unless
+    /// `extra_args` configure them (`--dht-bootstrap`, `--stun`): lab daemons never reach public
+    /// servers.
     ///
     /// # Errors
     ///
@@ -93,6 +116,7 @@ impl Daemon {
             .arg(host.state_dir())
             .arg("--socket")
             .arg(host.socket_path())
+            .args(lab_only_args(extra_args))
             .args(extra_args)
             .envs(envs)
             .spawn()
