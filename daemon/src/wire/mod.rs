@@ -4,7 +4,9 @@
 pub mod announcement;
 pub mod gojson;
 pub mod key;
+pub mod rendezvous;
 
 pub use announcement::{AnnouncementError, KnownPeer, PROTOCOL, PeerAnnouncement};
 pub use gojson::to_go_json;
 pub use key::{KeyError, decode_wg_key};
+pub use rendezvous::{RendezvousOffer, RendezvousStart};
