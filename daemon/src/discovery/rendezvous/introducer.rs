@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::candidates::{Base, normalise, prepare};
-use super::pair::pair_id;
+use super::pair::{At, pair_id};
 use crate::keys::PublicKey;
 use crate::wire::{PROTOCOL, RendezvousOffer, RendezvousStart};
 
@@ -140,7 +140,7 @@ pub enum OfferOutcome {
     /// Both sides are known but a START for the pair went out less than 8 s ago.
     Throttled,
     /// Send these two STARTs (to the requester first); the session is closed.
-    Start([StartOut; 2]),
+    Start(Box<[StartOut; 2]>),
 }
 
 /// The introducer's sessions and START records.
@@ -152,9 +152,9 @@ pub struct Sessions {
 
 impl Sessions {
     /// Go's `handleRendezvousOffer` after the checks: records `offer` (received from `observed`),
-    /// synthesises the target's side from `target` when it has not offered, and decides. `now`
-    /// drives the timers; `unix_ms` is the wall clock for `start_at_unix_ms`.
-    #[allow(clippy::too_many_arguments)]
+    /// synthesises the target's side from `target` when it has not offered, and decides. `own`
+    /// is our key (the STARTs name it), `ipv6` whether IPv6 candidates are kept; `at.now`
+    /// drives the timers, `at.unix_ms` is the wall clock for `start_at_unix_ms`.
     pub fn on_offer(
         &mut self,
         offer: ValidOffer,
@@ -162,9 +162,9 @@ impl Sessions {
         target: Option<KnownTarget>,
         own: &PublicKey,
         ipv6: bool,
-        now: Instant,
-        unix_ms: i64,
+        at: At,
     ) -> Result<OfferOutcome, OfferRejected> {
+        let (now, unix_ms) = (at.now, at.unix_ms);
         self.prune(now);
         if !self.sessions.contains_key(&offer.pair_id) && self.sessions.len() >= MAX_SESSIONS {
             return Err(OfferRejected::Full);
@@ -229,7 +229,7 @@ impl Sessions {
             start_at_unix_ms: start_at,
             introducer_key: own.to_string(),
         };
-        Ok(OfferOutcome::Start([
+        Ok(OfferOutcome::Start(Box::new([
             StartOut {
                 to: a.endpoint,
                 start: start(&offer.target, &b),
@@ -238,7 +238,7 @@ impl Sessions {
                 to: b.endpoint,
                 start: start(&offer.from, &a),
             },
-        ]))
+        ])))
     }
 
     /// Drops sessions older than [`SESSION_TTL`] and START records older than
@@ -263,6 +263,10 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
     const SEC: Duration = Duration::from_secs(1);
     const UNIX_MS: i64 = 1_800_000_000_000;
+
+    fn at(now: Instant, unix_ms: i64) -> At {
+        At { now, unix_ms }
+    }
 
     fn key(b: u8) -> PublicKey {
         PublicKey([b; 32])
@@ -333,7 +337,7 @@ mod tests {
         let now = Instant::now();
         let mut s = Sessions::default();
         let (a_seen, b_seen) = (addr("198.51.100.2:52190"), addr("198.51.100.3:52190"));
-        let out = s.on_offer(valid(2, 3), a_seen, None, &key(1), true, now, UNIX_MS);
+        let out = s.on_offer(valid(2, 3), a_seen, None, &key(1), true, at(now, UNIX_MS));
         assert_eq!(out, Ok(OfferOutcome::Waiting));
         assert_eq!(s.open(), 1);
         let out = s
@@ -343,13 +347,13 @@ mod tests {
                 None,
                 &key(1),
                 true,
-                now + 500 * MS,
-                UNIX_MS + 500,
+                at(now + 500 * MS, UNIX_MS + 500),
             )
             .unwrap();
-        let OfferOutcome::Start([to_b, to_a]) = out else {
+        let OfferOutcome::Start(starts) = out else {
             panic!("expected STARTs, got {out:?}");
         };
+        let [to_b, to_a] = *starts;
         let id = pair_id(&key(2).to_string(), &key(3).to_string());
         // The requester of the completing offer (b) first.
         assert_eq!(to_b.to, b_seen);
@@ -388,13 +392,13 @@ mod tests {
                 Some(known),
                 &key(1),
                 false,
-                now,
-                UNIX_MS,
+                at(now, UNIX_MS),
             )
             .unwrap();
-        let OfferOutcome::Start([to_a, to_b]) = out else {
+        let OfferOutcome::Start(starts) = out else {
             panic!("expected STARTs, got {out:?}");
         };
+        let [to_a, to_b] = *starts;
         assert_eq!(to_a.to, addr("198.51.100.2:52190"));
         let mut want_b = expanded("198.51.100.3:40000");
         want_b.extend(expanded("198.51.100.3:52190"));
@@ -422,8 +426,7 @@ mod tests {
                 known(),
                 &key(1),
                 true,
-                now + t,
-                UNIX_MS,
+                at(now + t, UNIX_MS),
             )
             .unwrap()
         };
@@ -438,7 +441,7 @@ mod tests {
         // starts a new session.
         let mut s = Sessions::default();
         let b_seen = addr("198.51.100.3:52190");
-        s.on_offer(valid(2, 3), a_seen, None, &key(1), true, now, UNIX_MS)
+        s.on_offer(valid(2, 3), a_seen, None, &key(1), true, at(now, UNIX_MS))
             .unwrap();
         assert!(matches!(
             s.on_offer(
@@ -447,13 +450,12 @@ mod tests {
                 None,
                 &key(1),
                 true,
-                now + 19 * SEC,
-                UNIX_MS
+                at(now + 19 * SEC, UNIX_MS),
             )
             .unwrap(),
             OfferOutcome::Start(_)
         ));
-        s.on_offer(valid(2, 3), a_seen, None, &key(1), true, now, UNIX_MS)
+        s.on_offer(valid(2, 3), a_seen, None, &key(1), true, at(now, UNIX_MS))
             .unwrap();
         s.prune(now + 20 * SEC);
         assert_eq!(s.open(), 0);
@@ -464,8 +466,7 @@ mod tests {
                 None,
                 &key(1),
                 true,
-                now + 40 * SEC,
-                UNIX_MS
+                at(now + 40 * SEC, UNIX_MS),
             ),
             Ok(OfferOutcome::Waiting)
         );
@@ -486,7 +487,7 @@ mod tests {
                 pair_id: format!("{i:016x}"),
                 candidates: Vec::new(),
             };
-            match s.on_offer(o, seen, None, &key(1), true, now, UNIX_MS) {
+            match s.on_offer(o, seen, None, &key(1), true, at(now, UNIX_MS)) {
                 Ok(OfferOutcome::Waiting) => {}
                 Err(OfferRejected::Full) => refused += 1,
                 other => panic!("{other:?}"),
@@ -501,7 +502,7 @@ mod tests {
             candidates: Vec::new(),
         };
         assert_eq!(
-            s.on_offer(o, seen, None, &key(1), true, now + SESSION_TTL, UNIX_MS),
+            s.on_offer(o, seen, None, &key(1), true, at(now + SESSION_TTL, UNIX_MS)),
             Ok(OfferOutcome::Waiting)
         );
         assert_eq!(s.open(), 1);

@@ -42,6 +42,7 @@ pub mod pair;
 pub mod participant;
 pub mod requester;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::candidates::{Base, resolve_peer_endpoint};
 use self::introducer::{KnownTarget, OfferOutcome, Sessions, check_offer};
-use self::pair::pair_seed;
+use self::pair::{At, pair_seed};
 use self::participant::{PunchPlan, Punches};
 use self::requester::{Decision, PeerView, Requester, Settings, Trigger};
 use super::contact::{BoxFuture, ContactError, Exchange, Inbound};
@@ -78,6 +79,15 @@ pub const HANDSHAKE_POLL: Duration = Duration::from_millis(250);
 pub const FIRST_KICK: Duration = Duration::from_millis(500);
 /// Time between kicks while waiting for the handshake.
 pub const KICK_EVERY: Duration = Duration::from_secs(2);
+
+/// The wall clock (slots and start times are wall-clock based). A parameter so that tests can
+/// move it with tokio's paused clock.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system's wall clock.
+pub fn system_clock() -> WallClock {
+    Arc::new(SystemTime::now)
+}
 
 /// The WireGuard device as this layer needs it.
 pub trait Tunnel: Send + Sync + 'static {
@@ -150,6 +160,8 @@ pub struct Rendezvous {
     pub layer: LayerHandle,
     /// The `rendezvous` layer's metrics.
     pub counters: LayerCounters,
+    /// The wall clock ([`system_clock`] outside tests).
+    pub clock: WallClock,
 }
 
 /// Why a punch or direct contact did not reach the peer.
@@ -194,6 +206,9 @@ struct State {
     sessions: Sessions,
     punches: Punches,
     stats: Stats,
+    /// Peers with a punch or direct contact running: the requester leaves them alone meanwhile
+    /// (the REPLY that stores them would otherwise trigger a second attempt at once).
+    busy: HashSet<PublicKey>,
     /// The last exchange error, while the exchange does not work.
     failing: Option<String>,
     /// What the layer shows now.
@@ -327,35 +342,42 @@ impl Rendezvous {
 
     /// Runs `trigger` for every active peer.
     async fn try_all(&self, trigger: Trigger, st: &mut State, jobs: &mut Jobs) {
-        let (now, wall) = (now(), SystemTime::now());
+        let (at, wall) = self.at();
         let views: Vec<PeerView> = self
             .store
-            .active(now)
+            .active(at.now)
             .iter()
-            .map(|p| self.view(p, now, wall))
+            .map(|p| self.view(p, at.now, wall))
             .collect();
         for target in &views {
-            self.attempt(trigger, target, &views, st, jobs, now, wall)
-                .await;
+            self.attempt(trigger, target, &views, st, jobs, at).await;
         }
     }
 
     /// Runs `trigger` for one peer (if it is active).
     async fn try_peer(&self, trigger: Trigger, key: &PublicKey, st: &mut State, jobs: &mut Jobs) {
-        let (now, wall) = (now(), SystemTime::now());
+        let (at, wall) = self.at();
         let views: Vec<PeerView> = self
             .store
-            .active(now)
+            .active(at.now)
             .iter()
-            .map(|p| self.view(p, now, wall))
+            .map(|p| self.view(p, at.now, wall))
             .collect();
         if let Some(target) = views.iter().find(|v| v.key == *key) {
-            self.attempt(trigger, target, &views, st, jobs, now, wall)
-                .await;
+            self.attempt(trigger, target, &views, st, jobs, at).await;
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Both clocks now, and the wall clock as a time.
+    fn at(&self) -> (At, SystemTime) {
+        let wall = (self.clock)();
+        let at = At {
+            now: now(),
+            unix_ms: unix_ms(wall),
+        };
+        (at, wall)
+    }
+
     async fn attempt(
         &self,
         trigger: Trigger,
@@ -363,16 +385,15 @@ impl Rendezvous {
         views: &[PeerView],
         st: &mut State,
         jobs: &mut Jobs,
-        now: Instant,
-        wall: SystemTime,
+        at: At,
     ) {
+        if st.busy.contains(&target.key) {
+            return;
+        }
         let s = self.settings();
         let seed = pair_seed(&s.own.to_string(), &target.key.to_string());
-        let unix_s = unix_ms(wall).div_euclid(1000);
-        match st
-            .requester
-            .decide(trigger, target, views, seed, &s, now, unix_s)
-        {
+        let (now, unix_s) = (at.now, at.unix_s());
+        match st.requester.decide(trigger, target, views, seed, &s, at) {
             Decision::Skip(_) => {}
             Decision::Offer(introducers) => {
                 let offer = RendezvousOffer {
@@ -406,6 +427,7 @@ impl Rendezvous {
             Decision::Direct(control) => {
                 let this = self.clone();
                 let peer = target.key;
+                st.busy.insert(peer);
                 tracing::debug!(peer = %peer.short(), to = %control, "rendezvous: no introducer; contacting the peer directly");
                 jobs.push(Box::pin(async move {
                     let result = this.reach(peer, &[control], Method::DhtTransitive).await;
@@ -493,19 +515,13 @@ impl Rendezvous {
                 KnownTarget { control, bases }
             });
         let (from, target) = (valid.from, valid.target);
-        let outcome = st.sessions.on_offer(
-            valid,
-            m.source,
-            known,
-            &own,
-            self.ipv6,
-            now,
-            unix_ms(SystemTime::now()),
-        );
+        let outcome = st
+            .sessions
+            .on_offer(valid, m.source, known, &own, self.ipv6, self.at().0);
         match outcome {
             Ok(OfferOutcome::Start(starts)) => {
                 tracing::info!(a = %from.short(), b = %target.short(), "rendezvous: introducing two peers");
-                for out in starts {
+                for out in *starts {
                     if self
                         .send(MessageType::RendezvousStart, &out.start, out.to, st)
                         .await
@@ -531,7 +547,7 @@ impl Rendezvous {
         let own = self.local.borrow().public_key;
         match st
             .punches
-            .accept(&start, &own, self.ipv6, now(), unix_ms(SystemTime::now()))
+            .accept(&start, &own, self.ipv6, now(), unix_ms((self.clock)()))
         {
             Ok(plan) => {
                 tracing::info!(
@@ -539,6 +555,7 @@ impl Rendezvous {
                     in_ms = plan.delay.as_millis() as u64, "rendezvous: punching"
                 );
                 let this = self.clone();
+                st.busy.insert(plan.peer);
                 jobs.push(Box::pin(async move {
                     tokio::time::sleep(plan.delay).await;
                     let result = this
@@ -619,6 +636,7 @@ impl Rendezvous {
         match done {
             JobDone::Punch { plan, result } => {
                 st.punches.finished(&plan.pair_id, now);
+                st.busy.remove(&plan.peer);
                 match result {
                     Ok(at) => {
                         st.requester.succeeded(&plan.peer);
@@ -637,22 +655,25 @@ impl Rendezvous {
                     }
                 }
             }
-            JobDone::Direct { peer, result } => match result {
-                Ok(at) => {
-                    st.requester.succeeded(&peer);
-                    st.stats.direct += 1;
-                    self.layer.success();
-                    self.healthy(st);
-                    tracing::debug!(peer = %peer.short(), at = %at, "rendezvous: reached directly");
-                }
-                Err(e) => {
-                    let delay = st.requester.failed(peer, now);
-                    tracing::debug!(peer = %peer.short(), reason = %e, backoff_s = delay.as_secs(), "rendezvous: direct contact failed");
-                    if matches!(e, ReachError::NotRunning) {
-                        self.failing(st, e.to_string());
+            JobDone::Direct { peer, result } => {
+                st.busy.remove(&peer);
+                match result {
+                    Ok(at) => {
+                        st.requester.succeeded(&peer);
+                        st.stats.direct += 1;
+                        self.layer.success();
+                        self.healthy(st);
+                        tracing::debug!(peer = %peer.short(), at = %at, "rendezvous: reached directly");
+                    }
+                    Err(e) => {
+                        let delay = st.requester.failed(peer, now);
+                        tracing::debug!(peer = %peer.short(), reason = %e, backoff_s = delay.as_secs(), "rendezvous: direct contact failed");
+                        if matches!(e, ReachError::NotRunning) {
+                            self.failing(st, e.to_string());
+                        }
                     }
                 }
-            },
+            }
         }
         self.show(st);
     }
@@ -695,3 +716,6 @@ impl Rendezvous {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,23 @@
 //! Pair seed, pair id and time slot (crypto-and-wire §11.1–11.2): values both ends of a pair
 //! compute alike from the two public keys, so they agree without talking. Pure.
 
+/// One instant on both clocks: the monotonic one for timers, the wall clock (Unix milliseconds)
+/// for what both ends of a pair must agree on (slots, start times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct At {
+    /// Monotonic time.
+    pub now: std::time::Instant,
+    /// Wall-clock time, Unix milliseconds.
+    pub unix_ms: i64,
+}
+
+impl At {
+    /// The wall-clock time in Unix seconds.
+    pub fn unix_s(&self) -> i64 {
+        self.unix_ms.div_euclid(1000)
+    }
+}
+
 /// FNV-1a 64 offset basis.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a 64 prime.

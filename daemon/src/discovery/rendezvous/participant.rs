@@ -198,12 +198,14 @@ mod tests {
     }
 
     type Change = fn(&mut RendezvousStart);
+    /// (candidates, delay) of an accepted START.
+    type Accepted = Result<(usize, Duration), StartRejected>;
 
     #[test]
     fn acceptance_table() {
         let now = Instant::now();
         #[rustfmt::skip]
-        let rows: [(&str, Change, Result<(usize, Duration), StartRejected>); 11] = [
+        let rows: [(&str, Change, Accepted); 11] = [
             ("valid: wait until start_at", |_| {}, Ok((2, 1800 * MS))),
             ("start time in the past: at once", |s| s.start_at_unix_ms = UNIX_MS - 5000, Ok((2, Duration::ZERO))),
             ("no start time: 100 ms", |s| s.start_at_unix_ms = 0, Ok((2, 100 * MS))),

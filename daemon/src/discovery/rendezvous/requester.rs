@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::candidates::is_likely_public;
-use super::pair::in_slot;
+use super::pair::{At, in_slot};
 use crate::keys::PublicKey;
 
 /// A handshake younger than this means the tunnel works: nothing to do.
@@ -209,7 +209,7 @@ fn within(at: Option<&Instant>, now: Instant, window: Duration) -> bool {
 impl Requester {
     /// Go's triggers and `tryRendezvousForPeer` for `target`, given every active peer: the
     /// decision, with the offers or contact it implies recorded for deduplication. `seed` is the
-    /// pair seed of us and the target; `unix_s` the wall clock (slots are wall-clock based).
+    /// pair seed of us and the target (slots are wall-clock based: both clocks are in `at`).
     pub fn decide(
         &mut self,
         trigger: Trigger,
@@ -217,9 +217,9 @@ impl Requester {
         peers: &[PeerView],
         seed: u64,
         s: &Settings,
-        now: Instant,
-        unix_s: i64,
+        at: At,
     ) -> Decision {
+        let now = at.now;
         if target.key == s.own {
             return Decision::Skip(Skip::Own);
         }
@@ -234,7 +234,7 @@ impl Requester {
                 return Decision::Skip(Skip::RecentRendezvous);
             }
             Trigger::Periodic => {
-                let due = in_slot(seed, unix_s)
+                let due = in_slot(seed, at.unix_s())
                     && !within(self.periodic.get(&target.key), now, PERIODIC_INTERVAL);
                 if !due {
                     return Decision::Skip(Skip::NotDue);
@@ -334,6 +334,13 @@ mod tests {
 
     const SEC: Duration = Duration::from_secs(1);
     const GP: u16 = 52190;
+
+    fn at(now: Instant, unix_s: i64) -> At {
+        At {
+            now,
+            unix_ms: unix_s * 1000,
+        }
+    }
 
     fn key(b: u8) -> PublicKey {
         PublicKey([b; 32])
@@ -489,7 +496,7 @@ mod tests {
             };
             let mut r = Requester::default();
             assert_eq!(
-                r.decide(trigger, &t, &peers, seed, &s, now, unix),
+                r.decide(trigger, &t, &peers, seed, &s, at(now, unix)),
                 want,
                 "{case}"
             );
@@ -505,42 +512,42 @@ mod tests {
         let mut r = Requester::default();
         let t0 = 1_800_000_000;
         assert!(matches!(
-            r.decide(Trigger::Event, &t, &peers, 0, &s, now, t0),
+            r.decide(Trigger::Event, &t, &peers, 0, &s, at(now, t0)),
             Decision::Offer(_)
         ));
         assert_eq!(
-            r.decide(Trigger::Event, &t, &peers, 0, &s, now + 19 * SEC, t0),
+            r.decide(Trigger::Event, &t, &peers, 0, &s, at(now + 19 * SEC, t0)),
             Decision::Skip(Skip::OfferedRecently)
         );
         // Another target through the same introducer is not held back (Go would).
         assert!(matches!(
-            r.decide(Trigger::Event, &other, &peers, 0, &s, now, t0),
+            r.decide(Trigger::Event, &other, &peers, 0, &s, at(now, t0)),
             Decision::Offer(_)
         ));
         assert!(matches!(
-            r.decide(Trigger::Event, &t, &peers, 0, &s, now + 20 * SEC, t0),
+            r.decide(Trigger::Event, &t, &peers, 0, &s, at(now + 20 * SEC, t0)),
             Decision::Offer(_)
         ));
 
         let alone = vec![t.clone()];
         let mut r = Requester::default();
         assert!(matches!(
-            r.decide(Trigger::Event, &t, &alone, 0, &s, now, t0),
+            r.decide(Trigger::Event, &t, &alone, 0, &s, at(now, t0)),
             Decision::Direct(_)
         ));
         assert_eq!(
-            r.decide(Trigger::Event, &t, &alone, 0, &s, now + 10 * SEC, t0),
+            r.decide(Trigger::Event, &t, &alone, 0, &s, at(now + 10 * SEC, t0)),
             Decision::Skip(Skip::ContactedRecently)
         );
 
         // Periodic: once per slot (the next tick inside the same 4 s is not due).
         let mut r = Requester::default();
         assert!(matches!(
-            r.decide(Trigger::Periodic, &t, &alone, 0, &s, now, t0),
+            r.decide(Trigger::Periodic, &t, &alone, 0, &s, at(now, t0)),
             Decision::Direct(_)
         ));
         assert_eq!(
-            r.decide(Trigger::Periodic, &t, &alone, 0, &s, now + SEC, t0 + 1),
+            r.decide(Trigger::Periodic, &t, &alone, 0, &s, at(now + SEC, t0 + 1)),
             Decision::Skip(Skip::NotDue)
         );
         // Next cycle: due again (the direct dedup has passed too).
@@ -551,8 +558,7 @@ mod tests {
                 &alone,
                 0,
                 &s,
-                now + 20 * SEC,
-                t0 + 20
+                at(now + 20 * SEC, t0 + 20),
             ),
             Decision::Direct(_)
         ));
@@ -573,7 +579,7 @@ mod tests {
         let t = target(7);
         let s = settings();
         assert_eq!(
-            r.decide(Trigger::Event, &t, &[], 0, &s, now + SEC, 0),
+            r.decide(Trigger::Event, &t, &[], 0, &s, at(now + SEC, 0)),
             Decision::Skip(Skip::Backoff)
         );
         r.succeeded(&k);
@@ -594,8 +600,7 @@ mod tests {
                 &[introducer(3), t.clone()],
                 0,
                 &s,
-                now,
-                0,
+                at(now, 0),
             );
             r.failed(t.key, now);
         }
