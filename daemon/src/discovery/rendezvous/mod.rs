@@ -2,7 +2,8 @@
 //! introducer get told to punch each other at the same moment, and end with a direct tunnel.
 //!
 //! - **Requester** ([`requester`]): for each peer without a working tunnel (no WireGuard
-//!   handshake in 2 minutes), at start, on every peer-store event and periodically inside the
+//!   handshake in 2 minutes), at start, on peer-store events (gathered for 250 ms, so that a
+//!   REPLY's sender is stored before the peers it named are judged) and periodically inside the
 //!   pair's 4 s slot of every 20 s, it sends a `RENDEZVOUS_OFFER` to up to 3 introducers; with no
 //!   introducer it HELLOs the peer directly and waits for a handshake. Failures back off 3 s,
 //!   doubling to 30 s.
@@ -70,6 +71,12 @@ use crate::wire::{PROTOCOL, PeerAnnouncement, RendezvousOffer, RendezvousStart};
 
 /// How often the periodic trigger and the housekeeping run.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How long peer-store events are gathered before they are acted on: one REPLY stores the peers
+/// it names before its sender, and a peer met that way is better judged once the sender (maybe
+/// an introducer) is stored too.
+pub const EVENT_DEBOUNCE: Duration = Duration::from_millis(250);
+/// Most peers waiting for [`EVENT_DEBOUNCE`] (more are left to the periodic trigger).
+const MAX_PENDING: usize = 4096;
 /// How long a punch (or a direct contact) waits for a newer handshake after the REPLY.
 pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// How often the device is read while waiting.
@@ -276,6 +283,10 @@ impl Rendezvous {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbound_open = true;
+        // Peers with store events, handled together once the store settles.
+        let mut pending: HashSet<PublicKey> = HashSet::new();
+        let settle = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(settle);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -291,7 +302,12 @@ impl Rendezvous {
                 },
                 event = events.recv() => match event {
                     Ok(PeerEvent::New(key) | PeerEvent::Updated(key)) => {
-                        self.try_peer(Trigger::Event, &key, &mut st, &mut jobs).await;
+                        if pending.is_empty() {
+                            settle.as_mut().reset(tokio::time::Instant::now() + EVENT_DEBOUNCE);
+                        }
+                        if pending.len() < MAX_PENDING {
+                            pending.insert(key);
+                        }
                     }
                     Ok(PeerEvent::Removed(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -302,6 +318,11 @@ impl Rendezvous {
                         return Err("the peer store's event channel closed".into());
                     }
                 },
+                () = &mut settle, if !pending.is_empty() => {
+                    for key in std::mem::take(&mut pending) {
+                        self.try_peer(Trigger::Event, &key, &mut st, &mut jobs).await;
+                    }
+                }
                 _ = tick.tick() => {
                     let now = now();
                     st.requester.prune(now);

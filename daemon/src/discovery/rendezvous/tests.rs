@@ -564,6 +564,27 @@ async fn a_requester_asks_its_introducer_when_a_peer_appears() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_named_in_a_reply_is_judged_once_the_replier_is_stored() {
+    let r = rig(false);
+    lock(&r.tunnel.published).insert(key(9), SystemTime::now());
+    let (cancel, run) = r.start();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // As a REPLY from the introducer stores them: the peer it names first, then itself.
+    r.store_peer(3, "198.51.100.3:51820", false, Method::DhtTransitive);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.store_peer(9, "203.0.113.9:51820", true, Method::Dht);
+    until("an offer", || !r.sent().is_empty()).await;
+    assert_eq!(r.sent()[0].1, MessageType::RendezvousOffer);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        lock(&r.exchange.hellos).is_empty(),
+        "no direct HELLO to a peer the introducer can introduce"
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_peer_with_a_working_tunnel_is_left_alone() {
     let r = rig(false);
     r.store_peer(9, "203.0.113.9:51820", true, Method::Dht);
