@@ -6,6 +6,7 @@
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
+//! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -35,6 +36,7 @@ use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
+use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -382,6 +384,31 @@ impl Node {
             tracing::info!("exchange socket disabled (--no-exchange)");
             None
         };
+        // --- Static peers (layer `static`): HELLO each `--peer` through the exchange.
+        match (&exchange_parts, self.discovery.static_peers.is_empty()) {
+            (Some(parts), false) => {
+                let layer = sup.registry().layer("static", LayerState::Running);
+                let task = StaticPeers {
+                    peers: self.discovery.static_peers.clone(),
+                    exchange: parts.exchange.clone(),
+                    ipv6: self.discovery.ipv6,
+                    layer: layer.clone(),
+                    counters: metrics.layer("static"),
+                };
+                sup.spawn_restarting("static-peers", Some(layer), move |ctx| {
+                    task.clone().run(ctx.cancel)
+                });
+            }
+            (None, false) => {
+                sup.registry().layer("static", LayerState::Off);
+                tracing::warn!(
+                    "--peer is ignored: static peers are contacted through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (_, true) => {
+                sup.registry().layer("static", LayerState::Off);
+            }
+        }
         // --- end exchange
 
         let store = self.store.clone();
