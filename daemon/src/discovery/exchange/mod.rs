@@ -3,7 +3,10 @@
 //!
 //! **Receive pipeline**, per datagram (≤ 65536 bytes): the per-source [`RateLimiter`] (10/s,
 //! burst 20, before any decryption), then [`Envelope::open_raw`] (authentic, `wgmesh-v1`, fresh
-//! within ±10 min), then by type:
+//! within ±10 min), then a replay check (ours; Go has none): a datagram already received from
+//! another IP among the last [`MAX_SEEN`] is dropped, so a captured HELLO replayed from
+//! elsewhere cannot move its sender's endpoint (a HELLO resent from its own address is fine),
+//! then by type:
 //! - `HELLO`: the sender is stored as `dht` with endpoint `resolvePeerEndpoint(wg_endpoint,
 //!   source)` ([`rules::sender_update`]), the peers it lists as `dht-transitive` (a wildcard
 //!   host gives no endpoint), and a `REPLY` goes back from this socket with `observed_endpoint`
@@ -93,6 +96,8 @@ const MAX_CONTACTS_QUEUED: usize = 256;
 pub const GOODBYE_DEADLINE: Duration = Duration::from_millis(500);
 /// How long a peer that said GOODBYE is not re-added from other peers' lists.
 pub const DEPARTED_MEMORY: Duration = DEAD_AFTER;
+/// Recent messages remembered to recognise replays (an envelope stays fresh for 10 minutes).
+pub const MAX_SEEN: usize = 8192;
 /// Receive errors in a row after which the socket is considered broken (the task fails and is
 /// restarted by its supervisor).
 const MAX_RECEIVE_ERRORS: u32 = 100;
@@ -150,6 +155,8 @@ struct State {
     departed: LruMap<PublicKey, Instant>,
     /// Addresses our own HELLOs came back from.
     own: LruMap<SocketAddr, ()>,
+    /// Digest of each recent message → the IP it first came from.
+    seen: LruMap<[u8; 16], IpAddr>,
 }
 
 /// What handling one datagram asks the socket task to do.
@@ -256,6 +263,7 @@ impl ExchangeService {
                 contacted: LruMap::new(MAX_REMEMBERED),
                 departed: LruMap::new(MAX_REMEMBERED),
                 own: LruMap::new(16),
+                seen: LruMap::new(MAX_SEEN),
             }),
             announcements,
             rendezvous,
@@ -404,6 +412,11 @@ impl ExchangeService {
                 return Handled::default();
             }
         };
+        if !self.first_seen_from(datagram, source) {
+            tracing::debug!(%source, msg_type = %opened.msg_type, "exchange: replay of a message first seen from another address; dropped");
+            self.counters.dropped("replay");
+            return Handled::default();
+        }
         match opened.msg_type {
             MessageType::Hello => self.on_hello(&opened, source, now, mono),
             MessageType::Reply => self.on_reply(&opened, source, mono),
@@ -418,6 +431,35 @@ impl ExchangeService {
             MessageType::RendezvousOffer | MessageType::RendezvousStart => {
                 self.forward(&self.rendezvous, opened, source, "rendezvous");
                 Handled::default()
+            }
+        }
+    }
+
+    /// Whether the authenticated `datagram` is new, or was received before from the same IP (a
+    /// HELLO resent while punching is the same datagram again). The same datagram from another
+    /// IP is a replay: answering it would move the sender's endpoint to the replayer's address.
+    /// Datagrams are told apart by their nonce (fresh for every sealed message, and bound to its
+    /// ciphertext by the tag), so a message sealed again is never taken for a replay.
+    fn first_seen_from(&self, datagram: &[u8], source: SocketAddr) -> bool {
+        #[derive(serde::Deserialize)]
+        struct NonceOnly<'a> {
+            #[serde(borrow)]
+            nonce: std::borrow::Cow<'a, str>,
+        }
+        let Ok(outer) = serde_json::from_slice::<NonceOnly<'_>>(datagram) else {
+            // It opened, so it parses; be safe anyway.
+            return false;
+        };
+        let mut id = [0u8; 16];
+        let bytes = outer.nonce.as_bytes();
+        let n = bytes.len().min(16);
+        id[..n].copy_from_slice(&bytes[..n]);
+        let mut state = self.lock();
+        match state.seen.get_mut(&id) {
+            Some(first) => *first == source.ip(),
+            None => {
+                state.seen.insert(id, source.ip());
+                true
             }
         }
     }

@@ -334,6 +334,36 @@ fn hostile_datagrams_are_counted_by_reason_and_change_nothing() {
 }
 
 #[test]
+fn a_message_replayed_from_another_address_is_dropped_and_a_resend_is_answered() {
+    let h = harness();
+    let now = SystemTime::now();
+    let mono = Instant::now();
+    let hello = h.seal(MessageType::Hello, &peer_ann(2, "0.0.0.0:51820", now));
+    let first = h
+        .exchange
+        .handle(&hello, sa("192.168.1.2:51900"), now, mono);
+    assert!(first.reply.is_some());
+    // The same datagram again from the same IP (a punching resend, even from a new port).
+    let resend = h
+        .exchange
+        .handle(&hello, sa("192.168.1.2:40000"), now, mono);
+    assert!(resend.reply.is_some());
+    // A replay from elsewhere would move the peer's endpoint to the replayer.
+    let replay = h
+        .exchange
+        .handle(&hello, sa("192.168.1.66:51900"), now, mono);
+    assert_eq!(replay, Handled::default());
+    assert_eq!(h.drops("replay"), 1);
+    let stored = h.store.get(&PublicKey([2; 32])).unwrap();
+    assert_eq!(stored.endpoint, Some(sa("192.168.1.2:51820")));
+    // Relabelled (the type is not authenticated): still the same message.
+    let text = String::from_utf8(hello).unwrap().replace("HELLO", "REPLY");
+    h.exchange
+        .handle(text.as_bytes(), sa("192.168.1.66:51900"), now, mono);
+    assert_eq!(h.drops("replay"), 2);
+}
+
+#[test]
 fn the_rate_limiter_runs_before_decryption() {
     let h = harness();
     let now = SystemTime::now();
@@ -358,9 +388,10 @@ fn the_rate_limiter_runs_before_decryption() {
             .reply
             .is_some()
     );
+    let other = h.seal(MessageType::Hello, &peer_ann(3, "0.0.0.0:51820", now));
     assert!(
         h.exchange
-            .handle(&hello, sa("192.168.1.10:1"), now, mono)
+            .handle(&other, sa("192.168.1.10:1"), now, mono)
             .reply
             .is_some()
     );
@@ -405,6 +436,7 @@ fn messages_for_other_layers_go_to_their_queues_or_are_counted_when_nobody_liste
     // A full queue drops (from many sources, so the limiter does not).
     for i in 0..INBOUND_QUEUE + 5 {
         let src = SocketAddr::from((Ipv4Addr::from(0x0a02_0000 + i as u32), 1));
+        let ann = h.seal(MessageType::Announce, &peer_ann(2, "0.0.0.0:51820", now));
         h.exchange.handle(&ann, src, now, mono);
     }
     assert_eq!(h.drops("queue_full"), 5);
