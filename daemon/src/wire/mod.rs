@@ -3,10 +3,12 @@
 
 pub mod announcement;
 pub mod gojson;
+pub mod goodbye;
 pub mod key;
 pub mod rendezvous;
 
 pub use announcement::{AnnouncementError, KnownPeer, PROTOCOL, PeerAnnouncement};
 pub use gojson::to_go_json;
+pub use goodbye::Goodbye;
 pub use key::{KeyError, decode_wg_key};
 pub use rendezvous::{RendezvousOffer, RendezvousStart};
