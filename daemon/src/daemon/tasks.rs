@@ -7,6 +7,7 @@
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
 //! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
+//! | `rendezvous` | restart, layer `rendezvous` | hole punching through introducers: RENDEZVOUS_OFFER/START, punch jobs (off with `--no-punching`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -36,6 +37,7 @@ use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
+use crate::discovery::rendezvous::{DeviceTunnel, Rendezvous, system_clock};
 use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
@@ -359,7 +361,7 @@ impl Node {
 
         // --- Exchange socket (layer `exchange`). The DHT, gossip and rendezvous layers take what
         // they need from `exchange_parts` (`None`: --no-exchange).
-        let exchange_parts: Option<ExchangeParts> = if self.discovery.exchange {
+        let mut exchange_parts: Option<ExchangeParts> = if self.discovery.exchange {
             let layer = sup.registry().layer("exchange", LayerState::Running);
             let parts = ExchangeService::build(
                 ExchangeConfig {
@@ -409,6 +411,8 @@ impl Node {
                 sup.registry().layer("static", LayerState::Off);
             }
         }
+        // --- Rendezvous through introducers (layer `rendezvous`).
+        self.spawn_rendezvous(sup, exchange_parts.as_mut(), reconciled.clone(), &metrics);
         // --- end exchange
 
         let store = self.store.clone();
@@ -485,6 +489,47 @@ impl Node {
         // Whatever no layer took: a queue without its receiver drops what arrives for it
         // (counted as `no_receiver`), e.g. ANNOUNCE while gossip is off.
         drop(exchange_parts);
+    }
+}
+
+impl Node {
+    /// Spawns the `rendezvous` task (layer `rendezvous`) when the exchange socket runs and
+    /// punching is on, taking the exchange's `RENDEZVOUS_*` queue; otherwise marks the layer off.
+    fn spawn_rendezvous(
+        &self,
+        sup: &Supervisor,
+        parts: Option<&mut ExchangeParts>,
+        reconciled: watch::Receiver<Reconciled>,
+        metrics: &Metrics,
+    ) {
+        let Some(parts) = parts.filter(|_| self.discovery.punching) else {
+            sup.registry().layer("rendezvous", LayerState::Off);
+            tracing::info!("rendezvous disabled (--no-punching or --no-exchange)");
+            return;
+        };
+        // The parts keep a closed receiver; the exchange's queue is ours.
+        let (_, closed) = tokio::sync::mpsc::channel(1);
+        let inbound = std::mem::replace(&mut parts.rendezvous, closed);
+        let layer = sup.registry().layer("rendezvous", LayerState::Running);
+        let task = Rendezvous {
+            exchange: parts.exchange.clone(),
+            tunnel: Arc::new(DeviceTunnel {
+                wg: self.wg.clone(),
+                reconciled,
+            }),
+            envelope: self.envelope.clone(),
+            store: self.store.clone(),
+            local: self.local.subscribe(),
+            inbound: Arc::new(tokio::sync::Mutex::new(inbound)),
+            gossip_port: self.gossip_port,
+            ipv6: self.discovery.ipv6,
+            layer: layer.clone(),
+            counters: metrics.layer("rendezvous"),
+            clock: system_clock(),
+        };
+        sup.spawn_restarting("rendezvous", Some(layer), move |ctx| {
+            task.clone().run(ctx.cancel)
+        });
     }
 }
 

@@ -1,5 +1,5 @@
-//! Addresses in rendezvous messages (crypto-and-wire §11.3, §21.2): which ones look public,
-//! candidate normalisation and port expansion, and the WireGuard endpoint a REPLY stands for. Pure.
+//! Candidates in rendezvous messages (crypto-and-wire §11.3, §21.2): normalisation and port
+//! expansion. Pure.
 //!
 //! Candidates arrive as `host:port` text from the network. Only IP literals are kept: a name in a
 //! candidate would make us resolve whatever a message says (Go keeps names; no Go node sends
@@ -13,48 +13,10 @@ use crate::wire::announcement::split_host_port;
 /// How far around each base port the introducer spreads candidates (`port, port−1, port+1,
 /// port−2, port+2`): NATs that do not keep the source port often pick a neighbour.
 pub const PORT_SPREAD: u16 = 2;
-/// The WireGuard port assumed when an advertised endpoint does not parse (Go's default).
-pub const DEFAULT_WG_PORT: u16 = 51820;
 /// Most candidates a START may make us punch, or an introducer put in a START. Go has no limit;
 /// every candidate costs up to 4 s of HELLOs, so a START naming hundreds would keep a punch job
 /// (and the other side's NAT) busy for minutes.
 pub const MAX_CANDIDATES: usize = 15;
-
-/// Go's `IsPrivate`: 10/8, 172.16/12, 192.168/16, fc00::/7.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
-    }
-}
-
-/// Go's `IsGlobalUnicast`: not unspecified, loopback, multicast, link-local or the IPv4
-/// broadcast address. Documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24,
-/// 2001:db8::/32) are global unicast for Go, and so for us.
-fn is_global_unicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_multicast()
-                || v4.is_link_local()
-                || v4 == Ipv4Addr::BROADCAST)
-        }
-        IpAddr::V6(v6) => {
-            !(v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
-/// Go's "likely public" test for introducer endpoints: global unicast and not private (an
-/// IPv4-mapped IPv6 address is judged as the IPv4 address).
-pub fn is_likely_public(ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    is_global_unicast(ip) && !is_private(ip)
-}
 
 /// A wildcard host: `0.0.0.0` or `::` (Go treats them like an empty host).
 fn is_wildcard(ip: IpAddr) -> bool {
@@ -126,33 +88,6 @@ pub fn prepare(bases: &[Base], ipv6: bool) -> Vec<SocketAddr> {
     out
 }
 
-/// Go's `resolvePeerEndpoint`: the WireGuard endpoint of a peer that advertised `advertised` in a
-/// packet from `source`. A wildcard or empty host takes the source's address; text that does not
-/// split as `host:port` means `<source IP>:51820`. `None` when nothing usable results (no source,
-/// a name instead of an address, a bad port) or when it is IPv6 and `ipv6` is off.
-pub fn resolve_peer_endpoint(
-    advertised: &str,
-    source: Option<SocketAddr>,
-    ipv6: bool,
-) -> Option<SocketAddr> {
-    let resolved = match split_host_port(advertised) {
-        Ok((host, port)) => {
-            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-            let ip = if host.is_empty() {
-                None
-            } else {
-                Some(host.parse::<IpAddr>().ok()?)
-            };
-            match ip {
-                Some(ip) if !is_wildcard(ip) => SocketAddr::new(ip, port),
-                _ => SocketAddr::new(source?.ip(), port),
-            }
-        }
-        Err(_) => SocketAddr::new(source?.ip(), DEFAULT_WG_PORT),
-    };
-    (ipv6 || resolved.is_ipv4()).then_some(resolved)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,24 +98,6 @@ mod tests {
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn likely_public_table() {
-        #[rustfmt::skip]
-        let rows = [
-            ("198.51.100.7", true), ("203.0.113.1", true), ("192.0.2.1", true),
-            ("8.8.8.8", true), ("100.64.0.1", true), ("2001:db8::1", true),
-            ("2606:4700::1", true), ("::ffff:203.0.113.9", true),
-            ("10.0.0.1", false), ("172.16.5.4", false), ("172.31.255.255", false),
-            ("192.168.101.3", false), ("127.0.0.1", false), ("169.254.1.1", false),
-            ("0.0.0.0", false), ("255.255.255.255", false), ("224.0.0.1", false),
-            ("fd00::1", false), ("fc00::1", false), ("fe80::1", false), ("::1", false),
-            ("::", false), ("ff02::1", false), ("::ffff:192.168.1.1", false),
-        ];
-        for (ip, want) in rows {
-            assert_eq!(is_likely_public(ip.parse().unwrap()), want, "{ip}");
-        }
     }
 
     /// crypto-and-wire §21.2, port expansion vectors.
@@ -240,38 +157,5 @@ mod tests {
         let out = prepare(&normalise(&many), true);
         assert_eq!(out.len(), MAX_CANDIDATES);
         assert_eq!(out[0].to_string(), "203.0.113.0:1000");
-    }
-
-    /// crypto-and-wire §21.1 `resolvePeerEndpoint` cases, plus the `--no-ipv6` filter.
-    #[test]
-    fn resolve_peer_endpoint_table() {
-        let src4: SocketAddr = "203.0.113.1:41234".parse().unwrap();
-        let src6: SocketAddr = "[2001:db8::1]:41234".parse().unwrap();
-        #[rustfmt::skip]
-        let rows: [(&str, Option<SocketAddr>, bool, Option<&str>); 12] = [
-            ("1.2.3.4:51820", None, true, Some("1.2.3.4:51820")),
-            ("1.2.3.4:51820", Some(src4), true, Some("1.2.3.4:51820")),
-            ("0.0.0.0:51820", Some(src4), true, Some("203.0.113.1:51820")),
-            (":51820", Some(src4), true, Some("203.0.113.1:51820")),
-            ("[::]:51820", Some(src6), true, Some("[2001:db8::1]:51820")),
-            // Does not split ("too many colons"): the source's address and 51820.
-            (":::51820", Some(src6), true, Some("[2001:db8::1]:51820")),
-            // Go keeps "0.0.0.0:51820" without a source; it is no endpoint for us.
-            ("0.0.0.0:51820", None, true, None),
-            ("not-an-endpoint", Some(src4), true, Some("203.0.113.1:51820")),
-            ("not-an-endpoint", None, true, None),
-            ("host.example:51820", Some(src4), true, None),
-            ("[2001:db8::9]:51820", Some(src4), false, None),
-            ("0.0.0.0:51820", Some(src6), false, None),
-        ];
-        for (advertised, source, ipv6, want) in rows {
-            assert_eq!(
-                resolve_peer_endpoint(advertised, source, ipv6)
-                    .map(|a| a.to_string())
-                    .as_deref(),
-                want,
-                "{advertised} from {source:?} ipv6={ipv6}"
-            );
-        }
     }
 }

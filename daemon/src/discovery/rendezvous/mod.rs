@@ -53,21 +53,22 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Mutex, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use self::candidates::{Base, resolve_peer_endpoint};
+use self::candidates::Base;
 use self::introducer::{KnownTarget, OfferOutcome, Sessions, check_offer};
 use self::pair::{At, pair_seed};
 use self::participant::{PunchPlan, Punches};
 use self::requester::{Decision, PeerView, Requester, Settings, Trigger};
 use super::contact::{BoxFuture, ContactError, Exchange, Inbound};
+use super::exchange::rules::{canonical, sender_update};
 use crate::crypto::envelope::{Envelope, MessageType};
 use crate::engine::reconcile::Reconciled;
 use crate::keys::PublicKey;
 use crate::metrics::LayerCounters;
 use crate::node::LocalNode;
-use crate::peers::{Method, Peer, PeerEvent, PeerStore, PeerUpdate};
+use crate::peers::{Method, Peer, PeerEvent, PeerStore};
 use crate::supervisor::{LayerHandle, TaskError};
 use crate::system::wg::WireGuard;
-use crate::wire::{PROTOCOL, PeerAnnouncement, RendezvousOffer, RendezvousStart};
+use crate::wire::{PROTOCOL, RendezvousOffer, RendezvousStart};
 
 /// How often the periodic trigger and the housekeeping run.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -233,33 +234,6 @@ fn unix_ms(now: SystemTime) -> i64 {
 /// The task's monotonic clock (tokio's, so tests can pause it).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// A store update for the peer that sent `ann`, at `endpoint`. `None` when its key is invalid.
-fn update_from(ann: &PeerAnnouncement, endpoint: Option<SocketAddr>) -> Option<PeerUpdate> {
-    let public_key: PublicKey = ann.wg_pubkey.parse().ok()?;
-    let hostname_ok =
-        ann.hostname.len() <= 253 && ann.hostname.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    Some(PeerUpdate {
-        public_key,
-        hostname: if hostname_ok {
-            ann.hostname.clone()
-        } else {
-            String::new()
-        },
-        mesh_ip: ann.mesh_ip.parse().ok(),
-        mesh_ipv6: ann.mesh_ipv6.parse().ok(),
-        endpoint,
-        introducer: ann.introducer,
-        routable_networks: Some(
-            ann.routable_networks
-                .iter()
-                .filter_map(|n| n.parse().ok())
-                .collect(),
-        ),
-        nat_type: (!ann.nat_type.is_empty()).then(|| ann.nat_type.clone()),
-        last_seen: None,
-    })
 }
 
 impl Rendezvous {
@@ -536,9 +510,14 @@ impl Rendezvous {
                 KnownTarget { control, bases }
             });
         let (from, target) = (valid.from, valid.target);
-        let outcome = st
-            .sessions
-            .on_offer(valid, m.source, known, &own, self.ipv6, self.at().0);
+        let outcome = st.sessions.on_offer(
+            valid,
+            canonical(m.source),
+            known,
+            &own,
+            self.ipv6,
+            self.at().0,
+        );
         match outcome {
             Ok(OfferOutcome::Start(starts)) => {
                 tracing::info!(a = %from.short(), b = %target.short(), "rendezvous: introducing two peers");
@@ -615,12 +594,10 @@ impl Rendezvous {
                 continue;
             }
             if self.wait_handshake(peer, before).await {
-                let endpoint = resolve_peer_endpoint(
-                    &contacted.announcement.wg_endpoint,
-                    Some(contacted.from),
-                    self.ipv6,
-                );
-                if let Some(update) = update_from(&contacted.announcement, endpoint) {
+                // The endpoint its REPLY stands for, as the exchange stores it.
+                if let Some(update) =
+                    sender_update(&contacted.announcement, contacted.from, self.ipv6)
+                {
                     self.store.update(update, method, now());
                 }
                 return Ok(candidate);

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::candidates::is_likely_public;
 use super::pair::{At, in_slot};
+use crate::discovery::exchange::rules::is_public_ip;
 use crate::keys::PublicKey;
 
 /// A handshake younger than this means the tunnel works: nothing to do.
@@ -98,7 +98,7 @@ fn eligible(p: &PeerView, target: &PublicKey, s: &Settings) -> Option<Introducer
     }
     let endpoint = p.endpoint?;
     let control = p.control(s.gossip_port)?;
-    let usable = |a: SocketAddr| is_likely_public(a.ip()) && (s.ipv6 || a.is_ipv4());
+    let usable = |a: SocketAddr| is_public_ip(a.ip()) && (s.ipv6 || a.is_ipv4());
     if !usable(endpoint) || !usable(control) {
         return None;
     }

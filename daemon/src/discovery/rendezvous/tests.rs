@@ -12,7 +12,9 @@ use super::pair::pair_id;
 use super::*;
 use crate::crypto::envelope::OpenedEnvelope;
 use crate::discovery::contact::Contacted;
+use crate::peers::PeerUpdate;
 use crate::supervisor::{LayerRecord, LayerState, Registry};
+use crate::wire::PeerAnnouncement;
 
 const GP: u16 = 52190;
 
@@ -60,9 +62,8 @@ impl Exchange for FakeExchange {
                 return Err(ContactError::Timeout(addr));
             };
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let endpoint = resolve_peer_endpoint(&announcement.wg_endpoint, Some(addr), true);
             if let Some(store) = lock(&self.store).clone() {
-                let update = update_from(&announcement, endpoint).unwrap();
+                let update = sender_update(&announcement, addr, true).unwrap();
                 store.update(update, method, now());
             }
             lock(&self.control).insert(announcement.wg_pubkey.parse().unwrap(), addr);
