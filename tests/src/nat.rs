@@ -17,6 +17,12 @@
 //! other router that takes the port, and the other side's outbound mapping would move to a
 //! random port.
 //!
+//! [`NatLab::build_with`] can make the routers move one UDP source port: packets from
+//! [`Behaviour::shift_port`] `P` leave as `P + 1` (for every destination, so the mapping stays
+//! endpoint-independent), as a NAT does when the port is in use by another host behind it. Peers
+//! then reach that socket only through the mapping a third party observed, never through
+//! `<router address>:P`.
+//!
 //! Needs `nft` (package nftables) in the hosts; [`NatLab::build`] checks.
 
 use std::net::Ipv4Addr;
@@ -28,11 +34,29 @@ use crate::lab::{self, Host, Lab};
 /// The first three octets of the "internet" addresses.
 pub const PUBLIC_PREFIX: [u8; 3] = [198, 51, 100];
 
-/// nftables rules of a router whose public leg is `eth0`.
+/// How the routers translate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Behaviour {
+    /// A UDP source port the routers map to the next port up instead of keeping it.
+    pub shift_port: Option<u16>,
+}
+
+/// nftables rules of a router whose public leg is `eth0` and public address `public`.
+fn router_rules(public: Ipv4Addr, behaviour: Behaviour) -> String {
+    let shift = behaviour.shift_port.map_or(String::new(), |p| {
+        format!(
+            "oifname \"eth0\" udp sport {p} counter snat ip to {public}:{}\n        ",
+            u32::from(p) + 1
+        )
+    });
+    ROUTER_RULES.replace("SHIFT", &shift)
+}
+
+/// The rules, with `SHIFT` where a port shift goes (before the masquerade).
 const ROUTER_RULES: &str = r#"table ip wgmesh_lab_nat {
     chain postrouting {
         type nat hook postrouting priority 100; policy accept;
-        oifname "eth0" masquerade
+        SHIFToifname "eth0" masquerade
     }
     chain input {
         type filter hook input priority 0; policy accept;
@@ -62,6 +86,20 @@ impl NatLab {
     /// When the lab cannot be built or a router cannot be configured (everything built so far is
     /// removed again).
     pub fn build(test_name: &str, public: &[&str], nats: &[(&str, &[&str])]) -> Result<Self> {
+        Self::build_with(test_name, public, nats, Behaviour::default())
+    }
+
+    /// [`NatLab::build`] with routers that translate as `behaviour` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatLab::build`].
+    pub fn build_with(
+        test_name: &str,
+        public: &[&str],
+        nats: &[(&str, &[&str])],
+        behaviour: Behaviour,
+    ) -> Result<Self> {
         lab::require_tool("nft", "nftables");
         ensure!(!nats.is_empty(), "a NAT lab needs at least one NAT");
         let mut internet: Vec<&str> = public.to_vec();
@@ -93,7 +131,7 @@ impl NatLab {
         }
         for (lan, (router, hosts)) in this.nats.iter().enumerate() {
             let router = this.lab.host(router);
-            this.configure_router(router)?;
+            this.configure_router(router, behaviour)?;
             let gateway = router
                 .ip_on(lan + 2)
                 .context("the router has a leg on its private LAN")?
@@ -108,13 +146,14 @@ impl NatLab {
         Ok(this)
     }
 
-    fn configure_router(&self, router: &Host) -> Result<()> {
+    fn configure_router(&self, router: &Host, behaviour: Behaviour) -> Result<()> {
         let name = router.name();
         router
             .exec_ok("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
             .with_context(|| format!("turning forwarding on in {name}"))?;
         let rules = router.dir().join("nat.nft");
-        std::fs::write(&rules, ROUTER_RULES).with_context(|| format!("writing {rules:?}"))?;
+        std::fs::write(&rules, router_rules(public_ip(router), behaviour))
+            .with_context(|| format!("writing {rules:?}"))?;
         let path = rules.to_string_lossy().into_owned();
         router
             .exec_ok("nft", &["-f", &path])
@@ -138,6 +177,30 @@ impl NatLab {
             .iter()
             .find(|(_, hosts)| hosts.iter().any(|h| h == host))
             .map(|(router, _)| self.lab.host(router))
+    }
+
+    /// How many connections (first packets) `router` moved to another port so far (see
+    /// [`Behaviour::shift_port`]; 0 without a shift).
+    ///
+    /// # Errors
+    ///
+    /// When `nft` fails or its output has no counter.
+    pub fn shifted(&self, router: &str) -> Result<u64> {
+        let out = self.lab.host(router).exec_ok(
+            "nft",
+            &["list", "chain", "ip", "wgmesh_lab_nat", "postrouting"],
+        )?;
+        let Some(line) = out.lines().find(|l| l.contains("snat")) else {
+            return Ok(0);
+        };
+        let packets = line
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .with_context(|| format!("no packet counter in {line:?}"))?;
+        packets
+            .parse()
+            .with_context(|| format!("packet counter {packets:?} in {line:?}"))
     }
 
     /// The address the internet sees for `host`: its own public address when it is on the
