@@ -6,7 +6,9 @@
 //! from. When one side's offer is missing but the introducer knows that peer (stored, with an
 //! endpoint), its offer is synthesised from what the introducer knows, so one requester is
 //! enough. A START for a pair is sent at most every 8 s; sessions live 20 s. The table is
-//! bounded: offers for new pairs are refused while [`MAX_SESSIONS`] are open.
+//! bounded: with [`MAX_SESSIONS`] open, a new pair's offer replaces the oldest waiting session
+//! (a flood of offers can delay pairs, never lock them out: a pair whose target the introducer
+//! knows completes in one offer).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -47,9 +49,6 @@ pub enum OfferRejected {
     /// `pair_id` is set and is not the pair's id.
     #[error("offer pair_id {0:?} does not match its keys")]
     PairId(String),
-    /// Too many sessions are open.
-    #[error("{MAX_SESSIONS} rendezvous sessions are open; offer for a new pair dropped")]
-    Full,
 }
 
 /// A checked offer: the two sides.
@@ -167,7 +166,14 @@ impl Sessions {
         let (now, unix_ms) = (at.now, at.unix_ms);
         self.prune(now);
         if !self.sessions.contains_key(&offer.pair_id) && self.sessions.len() >= MAX_SESSIONS {
-            return Err(OfferRejected::Full);
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                self.sessions.remove(&id);
+            }
         }
         let mut bases = offer.candidates.clone();
         let seen = Base::from(observed);
@@ -473,38 +479,46 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_bounded() {
+    fn the_table_is_bounded_and_a_flood_never_locks_a_pair_out() {
         let now = Instant::now();
         let mut s = Sessions::default();
         let seen = addr("198.51.100.2:52190");
-        let mut refused = 0;
-        for i in 0..(MAX_SESSIONS + 10) {
+        let flood = |i: usize| {
             let mut from = [0u8; 32];
             from[..8].copy_from_slice(&(i as u64 + 10).to_be_bytes());
-            let o = ValidOffer {
+            ValidOffer {
                 from: PublicKey(from),
                 target: key(3),
                 pair_id: format!("{i:016x}"),
                 candidates: Vec::new(),
-            };
-            match s.on_offer(o, seen, None, &key(1), true, at(now, UNIX_MS)) {
-                Ok(OfferOutcome::Waiting) => {}
-                Err(OfferRejected::Full) => refused += 1,
-                other => panic!("{other:?}"),
             }
-        }
-        assert_eq!((s.open(), refused), (MAX_SESSIONS, 10));
-        // Expired sessions make room again.
-        let o = ValidOffer {
-            from: key(9),
-            target: key(3),
-            pair_id: "ffffffffffffffff".into(),
-            candidates: Vec::new(),
         };
+        for i in 0..(MAX_SESSIONS + 10) {
+            // One millisecond apart, so "oldest" is well defined.
+            let t = at(now + i as u32 * MS, UNIX_MS);
+            let out = s.on_offer(flood(i), seen, None, &key(1), true, t);
+            assert_eq!(out, Ok(OfferOutcome::Waiting));
+            assert!(s.open() <= MAX_SESSIONS);
+        }
+        assert_eq!(s.open(), MAX_SESSIONS);
+        assert!(
+            !s.sessions.contains_key(&format!("{:016x}", 9)),
+            "the oldest went"
+        );
+        assert!(s.sessions.contains_key(&format!("{:016x}", 10)));
+        // A genuine pair still gets through while the table is full.
+        let (a, b) = (addr("198.51.100.4:52190"), addr("198.51.100.5:52190"));
+        let t = at(now + 2 * SEC, UNIX_MS);
         assert_eq!(
-            s.on_offer(o, seen, None, &key(1), true, at(now + SESSION_TTL, UNIX_MS)),
+            s.on_offer(valid(4, 5), a, None, &key(1), true, t),
             Ok(OfferOutcome::Waiting)
         );
-        assert_eq!(s.open(), 1);
+        assert!(matches!(
+            s.on_offer(valid(5, 4), b, None, &key(1), true, t),
+            Ok(OfferOutcome::Start(_))
+        ));
+        // Expired sessions go.
+        s.prune(now + SESSION_TTL + 2 * SEC);
+        assert_eq!(s.open(), 0);
     }
 }

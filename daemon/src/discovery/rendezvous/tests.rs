@@ -717,3 +717,51 @@ async fn the_device_tunnel_reads_handshakes_and_kicks() {
     tunnel.kick(key(3)).await;
     assert_eq!(wg.kicks(), [key(3)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_starts_runs_at_most_eight_punches_at_once() {
+    let r = rig(false);
+    let (cancel, run) = r.start();
+    let start_for = |b: u8| {
+        let peer = key(b).to_string();
+        RendezvousStart {
+            protocol: PROTOCOL.into(),
+            timestamp: unix_now(),
+            pair_id: pair_id(&key(1).to_string(), &peer),
+            peer_pubkey: peer,
+            peer_candidates: vec![format!("198.51.100.{b}:52190")],
+            ..RendezvousStart::default()
+        }
+    };
+    for b in 10..60 {
+        r.deliver(
+            MessageType::RendezvousStart,
+            &start_for(b),
+            "203.0.113.9:52190",
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lock(&r.exchange.hellos).len(), participant::MAX_PUNCHES);
+    // Once they have failed (4 s), new STARTs run again.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    r.deliver(
+        MessageType::RendezvousStart,
+        &start_for(70),
+        "203.0.113.9:52190",
+    )
+    .await;
+    until("a new punch", || {
+        lock(&r.exchange.hellos).contains(&addr("198.51.100.70:52190"))
+    })
+    .await;
+    until("failures counted", || {
+        r.layer()
+            .detail
+            .is_some_and(|d| d.contains("punches 0 ok / 8 failed"))
+    })
+    .await;
+    assert!(!run.is_finished());
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
