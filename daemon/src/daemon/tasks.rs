@@ -5,6 +5,7 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -33,6 +34,7 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::stun::StunDiscovery;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -67,6 +69,8 @@ pub struct Node {
     log_control: Option<LogControl>,
     introducer: bool,
     lan_discovery: bool,
+    /// The discovery layers beyond the LAN, as `join` was asked to run them.
+    discovery: super::DiscoveryOptions,
     prefix_len: u8,
     envelope: Envelope,
     lan_group: std::net::SocketAddrV4,
@@ -149,6 +153,7 @@ impl Node {
             log_control: opts.log_control.clone(),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
+            discovery: opts.discovery.clone(),
             prefix_len: mesh_v4.prefix_len(),
             envelope: Envelope::new(&keys.gossip_key),
             lan_group: keys.lan_multicast(),
@@ -345,6 +350,30 @@ impl Node {
         } else {
             sup.registry().layer("lan", LayerState::Off);
             tracing::info!("LAN discovery disabled");
+        }
+
+        // STUN: public endpoint and NAT type (discovery::stun).
+        if self.discovery.stun {
+            let layer = sup.registry().layer("stun", LayerState::Running);
+            let stun = StunDiscovery {
+                servers: discovery::stun::servers(&self.discovery.stun_servers),
+                ipv6: self.discovery.ipv6,
+                local: self.local.clone(),
+                interfaces: interfaces.clone(),
+                wg_ifindex: self.ifindex,
+                layer: layer.clone(),
+                counters: metrics.layer("stun"),
+            };
+            sup.spawn_restarting("stun", Some(layer), move |ctx| {
+                let stun = stun.clone();
+                async move {
+                    stun.run(ctx.cancel).await;
+                    Ok(())
+                }
+            });
+        } else {
+            sup.registry().layer("stun", LayerState::Off);
+            tracing::info!("STUN disabled");
         }
 
         let store = self.store.clone();

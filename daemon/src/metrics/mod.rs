@@ -12,9 +12,10 @@
 //!   included (that count is the sum of `wgmesh_peers{state}`);
 //! - `wgmesh_reconcile_duration_seconds` covers the whole pass (device read, diff, apply, routes),
 //!   with Go's default buckets;
+//! - `wgmesh_discovery_dropped_total{layer}` is ours: datagrams a layer received and dropped;
 //! - not exported yet, for want of the feature in this build: `wgmesh_relayed_peers`,
-//!   `wgmesh_nat_type`, `wgmesh_probe_rtt_seconds`, `wgmesh_nat_traversal_*`; nor Go's runtime
-//!   and process collectors.
+//!   `wgmesh_probe_rtt_seconds`, `wgmesh_nat_traversal_*`; nor Go's runtime and process
+//!   collectors.
 
 pub mod parse;
 
@@ -114,6 +115,7 @@ pub struct LayerCounters {
 struct LayerInner {
     events: AtomicU64,
     sends: AtomicU64,
+    drops: AtomicU64,
 }
 
 impl LayerCounters {
@@ -126,6 +128,12 @@ impl LayerCounters {
     /// The layer sent something (LAN: one announcement on one interface).
     pub fn sent(&self) {
         self.inner.sends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The layer received a datagram and dropped it (malformed, foreign, from an unexpected
+    /// source; STUN: anything but the answer it waits for).
+    pub fn dropped(&self) {
+        self.inner.drops.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -181,6 +189,8 @@ pub struct CounterValues {
     pub reconcile_changes: [u64; 4],
     /// Layer → (events, sends).
     pub layers: BTreeMap<&'static str, (u64, u64)>,
+    /// Layer → datagrams dropped.
+    pub layer_drops: BTreeMap<&'static str, u64>,
     /// (route, status) → requests.
     pub api_requests: BTreeMap<(String, u16), u64>,
 }
@@ -234,18 +244,26 @@ impl Metrics {
     /// Every counter now.
     pub fn values(&self) -> CounterValues {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (layers, layer_drops) = {
+            let layers = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                layers
+                    .iter()
+                    .map(|(name, c)| (*name, (load(&c.inner.events), load(&c.inner.sends))))
+                    .collect(),
+                layers
+                    .iter()
+                    .map(|(name, c)| (*name, load(&c.inner.drops)))
+                    .collect(),
+            )
+        };
         CounterValues {
             reconcile_runs: load(&self.reconcile_runs),
             reconcile_failures: load(&self.reconcile_failures),
             reconcile_duration: self.reconcile_duration.values(),
             reconcile_changes: self.reconcile_changes.each_ref().map(load),
-            layers: self
-                .layers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|(name, c)| (*name, (load(&c.inner.events), load(&c.inner.sends))))
-                .collect(),
+            layers,
+            layer_drops,
             api_requests: self
                 .api_requests
                 .lock()
@@ -335,6 +353,9 @@ fn float(v: f64) -> String {
 
 /// Peer states always exported (at zero when empty), so a dashboard never sees a state vanish.
 const PEER_STATES: [&str; 4] = ["active", "cached", "quarantined", "dead"];
+
+/// NAT types always exported by `wgmesh_nat_type` (Go's one-hot gauge).
+const NAT_TYPES: [&str; 3] = ["cone", "symmetric", "unknown"];
 
 /// The exposition of `status` (gauges) and `counters`.
 pub fn render(status: &Status, counters: &CounterValues) -> String {
@@ -450,6 +471,27 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
     for (layer, (_, sends)) in &counters.layers {
         e.sample("wgmesh_discovery_sends_total", &[("layer", layer)], *sends);
     }
+    e.family(
+        "wgmesh_discovery_dropped_total",
+        "counter",
+        "Datagrams a discovery layer received and dropped (malformed, foreign, unexpected source).",
+    );
+    for (layer, drops) in &counters.layer_drops {
+        e.sample(
+            "wgmesh_discovery_dropped_total",
+            &[("layer", layer)],
+            *drops,
+        );
+    }
+    e.family(
+        "wgmesh_nat_type",
+        "gauge",
+        "1 for this node's NAT type as STUN measured it (none yet counts as unknown), 0 for the others.",
+    );
+    let nat = status.nat_type.as_deref().unwrap_or("unknown");
+    for kind in NAT_TYPES {
+        e.sample("wgmesh_nat_type", &[("type", kind)], u64::from(nat == kind));
+    }
 
     e.family(
         "wgmesh_api_requests_total",
@@ -525,6 +567,7 @@ mod tests {
         lan.event();
         lan.event();
         lan.sent();
+        m.layer("stun").dropped();
         m.reconcile_pass(
             Duration::from_millis(7),
             PassCounts {
@@ -587,6 +630,10 @@ mod tests {
             ),
             ("wgmesh_discovery_events_total", &[("layer", "lan")], 2.0),
             ("wgmesh_discovery_sends_total", &[("layer", "lan")], 1.0),
+            ("wgmesh_discovery_dropped_total", &[("layer", "lan")], 0.0),
+            ("wgmesh_discovery_dropped_total", &[("layer", "stun")], 1.0),
+            ("wgmesh_nat_type", &[("type", "cone")], 0.0),
+            ("wgmesh_nat_type", &[("type", "unknown")], 1.0),
             (
                 "wgmesh_api_requests_total",
                 &[("route", "/v1/peers"), ("status", "200")],
@@ -633,6 +680,32 @@ mod tests {
         let second = parse(&render(&status(), &m.values())).unwrap();
         assert_eq!(counters_decreased(&first, &second), Vec::<String>::new());
         assert_eq!(second.value("wgmesh_reconcile_runs_total", &[]), Some(1.0));
+    }
+
+    #[test]
+    fn the_nat_type_gauge_is_one_hot() {
+        let m = Metrics::default();
+        // (status nat_type, the type at 1)
+        for (nat, hot) in [
+            (None, "unknown"),
+            (Some("cone"), "cone"),
+            (Some("symmetric"), "symmetric"),
+            (Some("unknown"), "unknown"),
+        ] {
+            let st = Status {
+                nat_type: nat.map(str::to_owned),
+                ..status()
+            };
+            let p = parse(&render(&st, &m.values())).unwrap();
+            for kind in NAT_TYPES {
+                let want = if kind == hot { 1.0 } else { 0.0 };
+                assert_eq!(
+                    p.value("wgmesh_nat_type", &[("type", kind)]),
+                    Some(want),
+                    "{nat:?} {kind}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,716 @@
+//! Which public endpoint this node announces (crypto-and-wire §15.1), and when it asks again.
+//! Pure.
+//!
+//! Each round: a global IPv6 address of the host, if there is one, wins
+//! (`[ipv6]:<WireGuard port>`, NAT type `unknown`: there is no NAT to measure, and STUN is not
+//! asked); otherwise the address the STUN servers saw, with our WireGuard port (the port they
+//! saw belongs to the probe socket, not to WireGuard) and the NAT type their two answers give
+//! ([`super::nat::detect_nat`]). When nothing was learned the old endpoint stays.
+//!
+//! Unlike Go, a STUN answer that is not a public address (RFC 1918, loopback, link-local, ULA,
+//! unspecified: a STUN server inside the same private network) is ignored, as Go ignores such an
+//! address when a peer reports it (peer-as-STUN): announcing it would send far peers to an
+//! address they cannot reach, while the wildcard we announce otherwise lets each receiver use
+//! the address our packets came from. Documentation ranges (198.51.100.0/24, 203.0.113.0/24,
+//! 2001:db8::/32) count as public, as in Go's `IsGlobalUnicast`; only the IPv6 interface scan
+//! excludes 2001:db8::/32 (Go's `isPublicIPv6` table).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::nat::detect_nat;
+use crate::node::{LocalNode, NatType};
+use crate::system::net::HostInterface;
+
+/// Time between two rounds once one learned something (Go `STUNRefreshInterval`).
+pub const REFRESH: Duration = Duration::from_secs(60);
+/// First delay after a round that learned nothing; it doubles up to [`REFRESH`].
+pub const RETRY_MIN: Duration = Duration::from_secs(5);
+
+/// The delay before the next round, after `failures` rounds in a row that learned nothing
+/// (0: the last round learned something). Go waits 60 s in every case; a node that starts
+/// before its network is up learns its endpoint sooner this way.
+pub fn next_delay(failures: u32) -> Duration {
+    match failures {
+        0 => REFRESH,
+        n => RETRY_MIN.saturating_mul(1 << (n - 1).min(16)).min(REFRESH),
+    }
+}
+
+/// Whether an IPv4 address is public by Go's rules: global unicast (not unspecified, loopback,
+/// link-local, multicast or broadcast) and not private (RFC 1918).
+pub fn is_public_ipv4(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_private())
+}
+
+/// Whether an address reported by a STUN server (or a peer) is public: IPv4 by
+/// [`is_public_ipv4`] (also inside `::ffff:a.b.c.d`); IPv6 neither unspecified, loopback,
+/// link-local, multicast nor unique-local (`fc00::/7`).
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_ipv4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_ipv4(v4),
+            None => {
+                !(v6.is_unspecified()
+                    || v6.is_loopback()
+                    || v6.is_unicast_link_local()
+                    || v6.is_multicast()
+                    || v6.is_unique_local())
+            }
+        },
+    }
+}
+
+/// Prefixes the IPv6 interface scan never announces (Go `isPublicIPv6`), as (address bits,
+/// prefix length): `200::/7`, `2001:db8::/32`, `fc00::/7`, `fd00::/8`, `fe80::/10`, `ff00::/8`,
+/// `::1/128`, `::/128`.
+const NOT_PUBLIC_V6: [(u128, u32); 8] = [
+    (0x0200 << 112, 7),
+    (0x2001_0db8 << 96, 32),
+    (0xfc00 << 112, 7),
+    (0xfd00 << 112, 8),
+    (0xfe80 << 112, 10),
+    (0xff00 << 112, 8),
+    (1, 128),
+    (0, 128),
+];
+
+/// Whether a host IPv6 address may be announced as our endpoint (Go `isPublicIPv6`): global
+/// unicast and in none of [`NOT_PUBLIC_V6`]; IPv4-mapped addresses are not IPv6 endpoints.
+pub fn is_public_ipv6(ip: Ipv6Addr) -> bool {
+    if ip.to_ipv4_mapped().is_some() {
+        return false;
+    }
+    let bits = u128::from(ip);
+    NOT_PUBLIC_V6.iter().all(|(net, len)| {
+        let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+        bits & mask != net & mask
+    })
+}
+
+/// Go `scoreIPv6`: 10, plus 20 inside `2000::/3`, minus 5 for an EUI-64 interface id (bytes
+/// 11–12 `ff fe`: a stable address made from the MAC, less private than a temporary one).
+pub fn ipv6_score(ip: Ipv6Addr) -> i32 {
+    let b = ip.octets();
+    let mut score = 10;
+    if b[0] & 0xe0 == 0x20 {
+        score += 20;
+    }
+    if b[11] == 0xff && b[12] == 0xfe {
+        score -= 5;
+    }
+    score
+}
+
+/// A global IPv6 address of the host, and the interface that has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ipv6Choice {
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// Its interface's name.
+    pub iface: String,
+}
+
+/// The best IPv6 endpoint of the host, if any: among the addresses of interfaces that are up,
+/// not the loopback and not `exclude` (the mesh interface), those that pass
+/// [`is_public_ipv6`]; the highest [`ipv6_score`] wins, ties go to the smallest text.
+pub fn choose_ipv6(interfaces: &[HostInterface], exclude: u32) -> Option<Ipv6Choice> {
+    interfaces
+        .iter()
+        .filter(|i| i.up && !i.loopback && i.index != exclude)
+        .flat_map(|i| {
+            i.addresses.iter().filter_map(move |a| match a {
+                IpNet::V6(v6) if is_public_ipv6(v6.addr()) => Some(Ipv6Choice {
+                    addr: v6.addr(),
+                    iface: i.name.clone(),
+                }),
+                _ => None,
+            })
+        })
+        .min_by(|a, b| {
+            ipv6_score(b.addr)
+                .cmp(&ipv6_score(a.addr))
+                .then_with(|| a.addr.to_string().cmp(&b.addr.to_string()))
+        })
+}
+
+/// What one STUN server answered, or why it did not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerReport {
+    /// The server as configured (`host:port`).
+    pub server: String,
+    /// The address it saw us at, or why there is none.
+    pub answer: Result<SocketAddr, String>,
+}
+
+/// An endpoint and NAT type learned in one round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// Our WireGuard endpoint as others should use it.
+    pub endpoint: SocketAddr,
+    /// Our NAT type.
+    pub nat: NatType,
+}
+
+/// The outcome of one round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Announce this; `detail` says how it was learned (the `stun` layer's status detail).
+    Use {
+        /// What was learned.
+        learned: Learned,
+        /// How, for humans.
+        detail: String,
+    },
+    /// Nothing learned: keep the old endpoint and NAT type; `error` says why (the layer
+    /// retries).
+    Keep {
+        /// Why, for humans.
+        error: String,
+    },
+}
+
+/// One round's decision: `ipv6` (the scan's result, `None` when skipped or empty) wins;
+/// otherwise the first two `reports` decide (a single report gives NAT type `unknown`); an
+/// answer that is not public, or IPv6 while `ipv6_enabled` is false, counts as no answer.
+pub fn decide(
+    ipv6: Option<&Ipv6Choice>,
+    reports: &[ServerReport],
+    wg_port: u16,
+    ipv6_enabled: bool,
+) -> Decision {
+    if let Some(choice) = ipv6 {
+        let endpoint = SocketAddr::new(IpAddr::V6(choice.addr), wg_port);
+        return Decision::Use {
+            learned: Learned {
+                endpoint,
+                nat: NatType::Unknown,
+            },
+            detail: format!(
+                "{endpoint}, nat unknown (global IPv6 on {}; STUN not asked)",
+                choice.iface
+            ),
+        };
+    }
+    let reports = &reports[..reports.len().min(2)];
+    let checked: Vec<Result<SocketAddr, String>> = reports
+        .iter()
+        .map(|r| match r.answer {
+            Ok(a) if !is_public_ip(a.ip()) => Err(format!("saw us at {a}, not a public address")),
+            Ok(a) if a.is_ipv6() && !ipv6_enabled => {
+                Err(format!("saw us at {a}, an IPv6 address (IPv6 is off)"))
+            }
+            ref other => other.clone(),
+        })
+        .collect();
+    let usable = |i: usize| checked.get(i).and_then(|r| r.as_ref().ok().copied());
+    let how: Vec<String> = reports
+        .iter()
+        .zip(&checked)
+        .map(|(r, c)| match c {
+            Ok(a) => format!("{} saw {a}", r.server),
+            Err(e) => format!("{}: {e}", r.server),
+        })
+        .collect();
+    let how = how.join("; ");
+    match detect_nat(usable(0), usable(1)) {
+        Some(found) => {
+            let endpoint = SocketAddr::new(found.mapped.ip(), wg_port);
+            let note = if reports.len() < 2 {
+                " (one STUN server: the NAT type needs two)"
+            } else {
+                ""
+            };
+            Decision::Use {
+                learned: Learned {
+                    endpoint,
+                    nat: found.nat,
+                },
+                detail: format!("{endpoint}, nat {}{note} ({how})", found.nat.as_str()),
+            }
+        }
+        None if reports.is_empty() => Decision::Keep {
+            error: "no STUN server configured".to_owned(),
+        },
+        None => Decision::Keep {
+            error: format!("no STUN server gave a public address: {how}"),
+        },
+    }
+}
+
+/// What [`apply`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// `public_endpoint` was replaced.
+    pub endpoint: bool,
+    /// `nat_type` was replaced.
+    pub nat: bool,
+}
+
+/// Puts `learned` into `node`, changing only what differs. The endpoint is also written by the
+/// exchange layer (what a peer saw in a REPLY): it is replaced only when this round learned
+/// something else than the last one (`previous`), so an unchanged STUN result never undoes a
+/// newer observation and the two never flap. The NAT type is ours alone.
+pub fn apply(node: &mut LocalNode, previous: Option<&Learned>, learned: &Learned) -> Applied {
+    let mut applied = Applied::default();
+    let news = previous.is_none_or(|p| p.endpoint != learned.endpoint);
+    if news && node.public_endpoint != Some(learned.endpoint) {
+        node.public_endpoint = Some(learned.endpoint);
+        applied.endpoint = true;
+    }
+    if node.nat_type != Some(learned.nat) {
+        node.nat_type = Some(learned.nat);
+        applied.nat = true;
+    }
+    applied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_public_ipv6_table() {
+        // crypto-and-wire §21.1, plus the other excluded prefixes and a mapped IPv4.
+        let table = [
+            ("2001:db8::1", false),
+            ("200:b64f::1", false),
+            ("fc00::1", false),
+            ("fd00::1", false),
+            ("fe80::1", false),
+            ("::1", false),
+            ("ff02::1", false),
+            ("::", false),
+            ("::ffff:203.0.113.1", false),
+            ("2607:f8b0::1", true),
+            ("2a00:1450::1", true),
+            ("2606:4700::1", true),
+            ("2001:db9::1", true),
+        ];
+        for (ip, want) in table {
+            assert_eq!(is_public_ipv6(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn is_public_ip_table() {
+        let table = [
+            ("203.0.113.7", true),
+            ("198.51.100.1", true),
+            ("8.8.8.8", true),
+            ("100.64.0.1", true),
+            ("10.0.0.5", false),
+            ("172.16.0.5", false),
+            ("172.31.255.1", false),
+            ("172.32.0.1", true),
+            ("192.168.1.5", false),
+            ("127.0.0.1", false),
+            ("169.254.1.1", false),
+            ("0.0.0.0", false),
+            ("224.0.0.1", false),
+            ("255.255.255.255", false),
+            ("2001:db8::1", true),
+            ("2a00:1450::1", true),
+            ("fd12::1", false),
+            ("fe80::1", false),
+            ("::1", false),
+            ("::", false),
+            ("ff02::1", false),
+            ("::ffff:192.168.1.1", false),
+            ("::ffff:203.0.113.1", true),
+        ];
+        for (ip, want) in table {
+            assert_eq!(is_public_ip(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_score_table() {
+        let table = [
+            ("2a00:1450::1", 30),
+            ("2a00:1450::211:22ff:fe33:4455", 25),
+            ("3fff::1", 30),
+            ("4000::1", 10),
+            ("4000::211:22ff:fe33:4455", 5),
+        ];
+        for (ip, want) in table {
+            assert_eq!(ipv6_score(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    fn iface(index: u32, name: &str, up: bool, loopback: bool, addrs: &[&str]) -> HostInterface {
+        HostInterface {
+            index,
+            name: name.into(),
+            up,
+            multicast: !loopback,
+            loopback,
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn choose_ipv6_table() {
+        // (case, interfaces, expected (address, interface))
+        type Row = (
+            &'static str,
+            Vec<HostInterface>,
+            Option<(&'static str, &'static str)>,
+        );
+        let lo = iface(1, "lo", true, true, &["127.0.0.1/8", "::1/128"]);
+        let table: Vec<Row> = vec![
+            ("nothing", vec![lo.clone()], None),
+            (
+                "only private, link-local and documentation addresses",
+                vec![
+                    lo.clone(),
+                    iface(
+                        2,
+                        "eth0",
+                        true,
+                        false,
+                        &[
+                            "192.168.1.2/24",
+                            "fe80::1/64",
+                            "fd00::5/64",
+                            "2001:db8::7/64",
+                        ],
+                    ),
+                ],
+                None,
+            ),
+            (
+                "a global address",
+                vec![iface(
+                    2,
+                    "eth0",
+                    true,
+                    false,
+                    &["192.168.1.2/24", "2a00:1450::7/64"],
+                )],
+                Some(("2a00:1450::7", "eth0")),
+            ),
+            (
+                "an interface that is down does not count",
+                vec![iface(2, "eth0", false, false, &["2a00:1450::7/64"])],
+                None,
+            ),
+            (
+                "the mesh interface does not count",
+                vec![iface(9, "wg0", true, false, &["2a00:1450::7/64"])],
+                None,
+            ),
+            (
+                "a temporary address beats an EUI-64 one",
+                vec![iface(
+                    2,
+                    "eth0",
+                    true,
+                    false,
+                    &["2a00:1450::211:22ff:fe33:4455/64", "2a00:1450::9abc/64"],
+                )],
+                Some(("2a00:1450::9abc", "eth0")),
+            ),
+            (
+                "inside 2000::/3 beats outside",
+                vec![
+                    iface(2, "eth0", true, false, &["4000::1/64"]),
+                    iface(3, "eth1", true, false, &["2a00:1450::1/64"]),
+                ],
+                Some(("2a00:1450::1", "eth1")),
+            ),
+            (
+                "ties go to the smallest text",
+                vec![
+                    iface(2, "eth0", true, false, &["2a00:2::1/64"]),
+                    iface(3, "eth1", true, false, &["2a00:10::1/64"]),
+                ],
+                Some(("2a00:10::1", "eth1")),
+            ),
+        ];
+        for (case, ifaces, want) in table {
+            let want = want.map(|(a, i)| Ipv6Choice {
+                addr: a.parse().unwrap(),
+                iface: i.to_owned(),
+            });
+            assert_eq!(choose_ipv6(&ifaces, 9), want, "{case}");
+        }
+    }
+
+    fn report(server: &str, answer: Result<&str, &str>) -> ServerReport {
+        ServerReport {
+            server: server.to_owned(),
+            answer: answer.map(|a| a.parse().unwrap()).map_err(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn decide_table() {
+        let v6 = Ipv6Choice {
+            addr: "2a00:1450::7".parse().unwrap(),
+            iface: "eth0".into(),
+        };
+        const S1: &str = "198.51.100.10:3478";
+        const S2: &str = "198.51.100.11:3478";
+        const SILENT: &str = "no answer within 3 s";
+        // (case, ipv6 scan, reports, ipv6 enabled, expected (endpoint, nat) or the error)
+        type Row = (
+            &'static str,
+            Option<Ipv6Choice>,
+            Vec<ServerReport>,
+            bool,
+            Result<(&'static str, NatType, &'static str), &'static str>,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "global IPv6 wins; STUN is not asked",
+                Some(v6.clone()),
+                vec![],
+                true,
+                Ok((
+                    "[2a00:1450::7]:51820",
+                    NatType::Unknown,
+                    "[2a00:1450::7]:51820, nat unknown (global IPv6 on eth0; STUN not asked)",
+                )),
+            ),
+            (
+                "cone: both saw the same mapping; our WireGuard port is kept",
+                None,
+                vec![
+                    report(S1, Ok("203.0.113.1:40000")),
+                    report(S2, Ok("203.0.113.1:40000")),
+                ],
+                true,
+                Ok((
+                    "203.0.113.1:51820",
+                    NatType::Cone,
+                    "203.0.113.1:51820, nat cone (198.51.100.10:3478 saw 203.0.113.1:40000; 198.51.100.11:3478 saw 203.0.113.1:40000)",
+                )),
+            ),
+            (
+                "symmetric: different ports",
+                None,
+                vec![
+                    report(S1, Ok("203.0.113.1:40000")),
+                    report(S2, Ok("203.0.113.1:40001")),
+                ],
+                true,
+                Ok((
+                    "203.0.113.1:51820",
+                    NatType::Symmetric,
+                    "203.0.113.1:51820, nat symmetric (198.51.100.10:3478 saw 203.0.113.1:40000; 198.51.100.11:3478 saw 203.0.113.1:40001)",
+                )),
+            ),
+            (
+                "one silent: unknown with the other's address",
+                None,
+                vec![report(S1, Err(SILENT)), report(S2, Ok("203.0.113.9:1"))],
+                true,
+                Ok((
+                    "203.0.113.9:51820",
+                    NatType::Unknown,
+                    "203.0.113.9:51820, nat unknown (198.51.100.10:3478: no answer within 3 s; 198.51.100.11:3478 saw 203.0.113.9:1)",
+                )),
+            ),
+            (
+                "a single server: unknown",
+                None,
+                vec![report(S1, Ok("203.0.113.1:40000"))],
+                true,
+                Ok((
+                    "203.0.113.1:51820",
+                    NatType::Unknown,
+                    "203.0.113.1:51820, nat unknown (one STUN server: the NAT type needs two) (198.51.100.10:3478 saw 203.0.113.1:40000)",
+                )),
+            ),
+            (
+                "only the first two servers count",
+                None,
+                vec![
+                    report(S1, Err(SILENT)),
+                    report(S2, Err(SILENT)),
+                    report("x:1", Ok("203.0.113.1:1")),
+                ],
+                true,
+                Err(
+                    "no STUN server gave a public address: 198.51.100.10:3478: no answer within 3 s; 198.51.100.11:3478: no answer within 3 s",
+                ),
+            ),
+            (
+                "a private answer is ignored",
+                None,
+                vec![
+                    report(S1, Ok("192.168.1.5:40000")),
+                    report(S2, Ok("203.0.113.1:40000")),
+                ],
+                true,
+                Ok((
+                    "203.0.113.1:51820",
+                    NatType::Unknown,
+                    "203.0.113.1:51820, nat unknown (198.51.100.10:3478: saw us at 192.168.1.5:40000, not a public address; 198.51.100.11:3478 saw 203.0.113.1:40000)",
+                )),
+            ),
+            (
+                "only private answers: keep",
+                None,
+                vec![
+                    report(S1, Ok("10.0.0.5:40000")),
+                    report(S2, Ok("10.0.0.5:40000")),
+                ],
+                true,
+                Err(
+                    "no STUN server gave a public address: 198.51.100.10:3478: saw us at 10.0.0.5:40000, not a public address; 198.51.100.11:3478: saw us at 10.0.0.5:40000, not a public address",
+                ),
+            ),
+            (
+                "an IPv6 answer with IPv6 off",
+                None,
+                vec![report(S1, Ok("[2a00::1]:4000")), report(S2, Err(SILENT))],
+                false,
+                Err(
+                    "no STUN server gave a public address: 198.51.100.10:3478: saw us at [2a00::1]:4000, an IPv6 address (IPv6 is off); 198.51.100.11:3478: no answer within 3 s",
+                ),
+            ),
+            (
+                "no servers",
+                None,
+                vec![],
+                true,
+                Err("no STUN server configured"),
+            ),
+        ];
+        for (case, ipv6, reports, enabled, want) in table {
+            let got = decide(ipv6.as_ref(), &reports, 51820, enabled);
+            let want = match want {
+                Ok((ep, nat, detail)) => Decision::Use {
+                    learned: Learned {
+                        endpoint: ep.parse().unwrap(),
+                        nat,
+                    },
+                    detail: detail.to_owned(),
+                },
+                Err(error) => Decision::Keep {
+                    error: error.to_owned(),
+                },
+            };
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn apply_table() {
+        let ep = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let learned = |e: &str, nat| Learned {
+            endpoint: ep(e),
+            nat,
+        };
+        // (case, node's endpoint and NAT now, previous round, this round, expected node after,
+        // expected changes)
+        type Row = (
+            &'static str,
+            (Option<&'static str>, Option<NatType>),
+            Option<Learned>,
+            Learned,
+            (Option<&'static str>, Option<NatType>),
+            Applied,
+        );
+        let both = Applied {
+            endpoint: true,
+            nat: true,
+        };
+        let table: Vec<Row> = vec![
+            (
+                "first round sets both",
+                (None, None),
+                None,
+                learned("203.0.113.1:51820", NatType::Cone),
+                (Some("203.0.113.1:51820"), Some(NatType::Cone)),
+                both,
+            ),
+            (
+                "same result again changes nothing",
+                (Some("203.0.113.1:51820"), Some(NatType::Cone)),
+                Some(learned("203.0.113.1:51820", NatType::Cone)),
+                learned("203.0.113.1:51820", NatType::Cone),
+                (Some("203.0.113.1:51820"), Some(NatType::Cone)),
+                Applied::default(),
+            ),
+            (
+                "an unchanged result keeps a newer observation of the exchange layer",
+                (Some("203.0.113.77:51820"), Some(NatType::Cone)),
+                Some(learned("203.0.113.1:51820", NatType::Cone)),
+                learned("203.0.113.1:51820", NatType::Cone),
+                (Some("203.0.113.77:51820"), Some(NatType::Cone)),
+                Applied::default(),
+            ),
+            (
+                "a new result replaces it",
+                (Some("203.0.113.77:51820"), Some(NatType::Cone)),
+                Some(learned("203.0.113.1:51820", NatType::Cone)),
+                learned("203.0.113.2:51820", NatType::Cone),
+                (Some("203.0.113.2:51820"), Some(NatType::Cone)),
+                Applied {
+                    endpoint: true,
+                    nat: false,
+                },
+            ),
+            (
+                "the NAT type alone changes",
+                (Some("203.0.113.1:51820"), Some(NatType::Cone)),
+                Some(learned("203.0.113.1:51820", NatType::Cone)),
+                learned("203.0.113.1:51820", NatType::Symmetric),
+                (Some("203.0.113.1:51820"), Some(NatType::Symmetric)),
+                Applied {
+                    endpoint: false,
+                    nat: true,
+                },
+            ),
+            (
+                "the exchange layer already found the same endpoint",
+                (Some("203.0.113.1:51820"), None),
+                None,
+                learned("203.0.113.1:51820", NatType::Unknown),
+                (Some("203.0.113.1:51820"), Some(NatType::Unknown)),
+                Applied {
+                    endpoint: false,
+                    nat: true,
+                },
+            ),
+        ];
+        for (case, (now_ep, now_nat), previous, new, (want_ep, want_nat), want) in table {
+            let mut node = crate::node::tests::local();
+            node.public_endpoint = now_ep.map(ep);
+            node.nat_type = now_nat;
+            let before = node.clone();
+            let applied = apply(&mut node, previous.as_ref(), &new);
+            assert_eq!(applied, want, "{case}");
+            assert_eq!(node.public_endpoint, want_ep.map(ep), "{case}");
+            assert_eq!(node.nat_type, want_nat, "{case}");
+            assert_eq!(
+                LocalNode {
+                    public_endpoint: before.public_endpoint,
+                    nat_type: before.nat_type,
+                    ..node
+                },
+                before,
+                "{case}: nothing else changes"
+            );
+        }
+    }
+
+    #[test]
+    fn next_delay_table() {
+        let secs = |n| next_delay(n).as_secs();
+        let got: Vec<u64> = (0..8).map(secs).collect();
+        assert_eq!(got, [60, 5, 10, 20, 40, 60, 60, 60]);
+        assert_eq!(secs(u32::MAX), 60);
+    }
+}
