@@ -216,11 +216,12 @@ impl StunDiscovery {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let total: Duration = RETRANSMITS.iter().sum();
-        Err(format!(
-            "no answer from {addr} within {} s",
-            total.as_secs()
-        ))
+        let total = RETRANSMITS.iter().sum::<Duration>().as_secs();
+        // A name is shown with the address it resolved to.
+        Err(match server.as_socket_addr() {
+            Some(_) => format!("no answer within {total} s"),
+            None => format!("no answer from {addr} within {total} s"),
+        })
     }
 
     /// Writes `learned` into the LocalNode where it differs; logs what changed.
@@ -368,8 +369,8 @@ mod tests {
             layer.last_error.as_deref(),
             Some(
                 format!(
-                    "no STUN server gave a public address: {s1}: no answer from {s1} within 3 s; \
-                     {s2}: no answer from {s2} within 3 s"
+                    "no STUN server gave a public address: {s1}: no answer within 3 s; \
+                     {s2}: no answer within 3 s"
                 )
                 .as_str()
             )
