@@ -6,7 +6,7 @@
 //!
 //! Needs root; without it the tests are skipped, except under `CI=true` where they fail.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wgmesh_api_types::Status;
 use wgmesh_tests::daemon::{self, Daemon};
@@ -71,6 +71,7 @@ fn public_and_natted_hosts_learn_their_endpoint_and_nat_type() {
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&exe, &secret).unwrap();
     let stun_args = ["--stun", s1.as_str(), "--stun", s2.as_str()];
+    let started = Instant::now();
     let daemons: Vec<(&str, Daemon)> = ["pub", "cone", "sym"]
         .into_iter()
         .map(|h| {
@@ -98,8 +99,12 @@ fn public_and_natted_hosts_learn_their_endpoint_and_nat_type() {
         let st = wait_learned(lab.host(host));
         let want = format!("{public_ip}:{}", st.listen_port);
         println!(
-            "{host}: public_endpoint {:?}, nat_type {:?}, stun layer {:?}",
-            st.public_endpoint, st.nat_type, st.discovery["stun"].detail
+            "{host}: learned within {:.2} s of the daemons' start: public_endpoint {:?}, \
+             nat_type {:?}, stun layer {:?}",
+            started.elapsed().as_secs_f64(),
+            st.public_endpoint,
+            st.nat_type,
+            st.discovery["stun"].detail
         );
         assert_eq!(st.public_endpoint.as_deref(), Some(want.as_str()), "{host}");
         assert_eq!(st.nat_type.as_deref(), Some(nat), "{host}");

@@ -454,7 +454,7 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
     e.family(
         "wgmesh_discovery_events_total",
         "counter",
-        "Valid peer information received, by discovery layer (lan: announcements heard).",
+        "Valid peer information received, by discovery layer (lan: announcements heard; stun: server answers).",
     );
     for (layer, (events, _)) in &counters.layers {
         e.sample(

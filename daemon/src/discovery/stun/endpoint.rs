@@ -225,7 +225,7 @@ pub fn decide(
         Some(found) => {
             let endpoint = SocketAddr::new(found.mapped.ip(), wg_port);
             let note = if reports.len() < 2 {
-                " (one STUN server: the NAT type needs two)"
+                "; one STUN server: the NAT type needs two"
             } else {
                 ""
             };
@@ -234,7 +234,7 @@ pub fn decide(
                     endpoint,
                     nat: found.nat,
                 },
-                detail: format!("{endpoint}, nat {}{note} ({how})", found.nat.as_str()),
+                detail: format!("{endpoint}, nat {} ({how}{note})", found.nat.as_str()),
             }
         }
         None if reports.is_empty() => Decision::Keep {
@@ -528,7 +528,7 @@ mod tests {
                 Ok((
                     "203.0.113.1:51820",
                     NatType::Unknown,
-                    "203.0.113.1:51820, nat unknown (one STUN server: the NAT type needs two) (198.51.100.10:3478 saw 203.0.113.1:40000)",
+                    "203.0.113.1:51820, nat unknown (198.51.100.10:3478 saw 203.0.113.1:40000; one STUN server: the NAT type needs two)",
                 )),
             ),
             (
