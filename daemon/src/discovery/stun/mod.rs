@@ -1,7 +1,7 @@
 //! STUN and NAT type: what this node announces as its public WireGuard endpoint and NAT type
 //! (crypto-and-wire §15), learned at start and every 60 s.
 //!
-//! Each round (see [`endpoint`] for the decision):
+//! Each round (see [`endpoint`] for the decision, [`public`] for which addresses count):
 //! 1. Unless `--no-ipv6`: a global IPv6 address of the host (from the `interfaces` watch, the
 //!    mesh interface excluded) wins: endpoint `[ipv6]:<WireGuard port>`, NAT type `unknown`,
 //!    and no STUN server is asked.
@@ -32,6 +32,7 @@
 pub mod codec;
 pub mod endpoint;
 pub mod nat;
+pub mod public;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,7 +41,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::codec::{TransactionId, binding_request, parse_binding_response};
-use self::endpoint::{Decision, Learned, ServerReport, apply, choose_ipv6, decide, next_delay};
+use self::endpoint::{Decision, Learned, ServerReport, apply, decide, next_delay};
+use self::public::choose_ipv6;
 use crate::config::HostPort;
 use crate::metrics::LayerCounters;
 use crate::node::LocalNode;
