@@ -57,7 +57,8 @@ const NOT_PUBLIC_V6: [(u128, u32); 8] = [
 ];
 
 /// Whether a host IPv6 address may be announced as our endpoint (Go `isPublicIPv6`): global
-/// unicast and in none of [`NOT_PUBLIC_V6`]; IPv4-mapped addresses are not IPv6 endpoints.
+/// unicast and in none of `200::/7`, `2001:db8::/32`, `fc00::/7`, `fd00::/8`, `fe80::/10`,
+/// `ff00::/8`, `::1`, `::`; IPv4-mapped addresses are not IPv6 endpoints.
 pub fn is_public_ipv6(ip: Ipv6Addr) -> bool {
     if ip.to_ipv4_mapped().is_some() {
         return false;
