@@ -31,7 +31,11 @@
 //!   HOSTNAME (default `wgmesh-labnode`), paced so that the daemon's receive buffer never
 //!   overflows (`wgmesh-lab bench-api` fills a store with them);
 //! - `http-get ADDR PATH`: one HTTP/1.1 `GET PATH` to the TCP address ADDR (a daemon's
-//!   `--metrics-listen`), the whole response (head and body) on stdout.
+//!   `--metrics-listen`), the whole response (head and body) on stdout;
+//! - `stun-server --bind IP:PORT`: a STUN responder for the lab (the daemons' own codec in
+//!   reverse, `wgmeshd::discovery::stun::codec`): every binding request is answered with a
+//!   binding success response whose XOR-MAPPED-ADDRESS is the request's source address; anything
+//!   else is ignored. Prints `listening` once bound, then one `answered SOURCE` line per answer.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -61,13 +65,14 @@ pub const COMMANDS: &[&str] = &[
     "announce",
     "announce-many",
     "http-get",
+    "stun-server",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
                      | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
-                     | http-get ADDR PATH";
+                     | http-get ADDR PATH | stun-server --bind IP:PORT";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -148,6 +153,12 @@ where
                 .await
             }
             "http-get" => http_get(arg(&args, 1)?, arg(&args, 2)?).await,
+            "stun-server" => {
+                if args.get(1).map(String::as_str) != Some("--bind") {
+                    bail!("usage: stun-server --bind IP:PORT");
+                }
+                stun_server(arg(&args, 2)?).await
+            }
             other => bail!("unknown command {other}"),
         }
     });
@@ -475,6 +486,27 @@ async fn tcp_check(addr: SocketAddr, bytes: usize, timeout_ms: u64) -> anyhow::R
     tokio::time::timeout(Duration::from_millis(timeout_ms), work)
         .await
         .map_err(|_| anyhow!("tcp check to {addr} timed out after {timeout_ms} ms"))?
+}
+
+/// Answers every STUN binding request on `bind` with the request's source address.
+async fn stun_server(bind: SocketAddr) -> anyhow::Result<()> {
+    use wgmeshd::discovery::stun::codec;
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("bind {bind}"))?;
+    println!("listening");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        match codec::parse_binding_request(&buf[..n]) {
+            Ok(txn) => {
+                sock.send_to(&codec::binding_response(txn, from), from)
+                    .await?;
+                println!("answered {from}");
+            }
+            Err(e) => eprintln!("ignored {n} bytes from {from}: {e}"),
+        }
+    }
 }
 
 async fn udp_echo(listen: SocketAddr) -> anyhow::Result<()> {
