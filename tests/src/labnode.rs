@@ -675,7 +675,10 @@ async fn dht_node(bind: std::net::SocketAddrV4) -> anyhow::Result<()> {
     })
     .await?;
     if node.local_addr() != bind {
-        bail!("{bind} is busy (the node would listen on {})", node.local_addr());
+        bail!(
+            "{bind} is busy (the node would listen on {})",
+            node.local_addr()
+        );
     }
     println!("listening {}", node.local_addr());
     std::future::pending::<()>().await;
