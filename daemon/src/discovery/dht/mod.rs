@@ -56,7 +56,8 @@ use self::schedule::{
     BOOTSTRAP_TIMEOUT, OPERATION_TIMEOUT, PERSIST_INTERVAL, Schedule, bootstrap_delay,
 };
 use super::contact::{BoxFuture, ContactError, Contacted, Exchange};
-use crate::config::HostPort;
+use crate::config::{HostPort, MeshSecret};
+use crate::crypto::DerivedKeys;
 use crate::metrics::LayerCounters;
 use crate::node::LocalNode;
 use crate::peers::{Method, PeerStore};
@@ -101,6 +102,73 @@ pub fn bootstrap_nodes(configured: &[HostPort]) -> Vec<HostPort> {
 /// The path of the node file: `<state-dir>/<iface>-<hex NetworkID[0..8]>-dht.nodes`.
 pub fn node_file_path(state_dir: &Path, iface: &str, network_id: &[u8; 20]) -> PathBuf {
     state_dir.join(nodefile::file_name(iface, network_id))
+}
+
+/// What the DHT layer takes from the daemon's configuration (the task itself also needs the
+/// running node's handles: [`DhtSettings::task`]). `Debug` shows no secret.
+#[derive(Clone, Debug)]
+pub struct DhtSettings {
+    /// Derives the hourly infohashes.
+    pub ids: HourlyIds,
+    /// The node file.
+    pub node_file: PathBuf,
+    /// Preferred DHT port: gossip port + 1.
+    pub port: u16,
+    /// The exchange port, announced.
+    pub gossip_port: u16,
+    /// Bootstrap nodes: `--dht-bootstrap`, else the public routers.
+    pub bootstrap: Vec<HostPort>,
+    /// `--no-ipv6` turns this off.
+    pub ipv6: bool,
+}
+
+impl DhtSettings {
+    /// The settings of interface `iface` of the mesh with `secret` (whose derived values are
+    /// `keys`), state in `state_dir`, bootstrap nodes `configured` (empty: the public routers).
+    pub fn new(
+        secret: &MeshSecret,
+        keys: &DerivedKeys,
+        state_dir: &Path,
+        iface: &str,
+        configured: &[HostPort],
+        ipv6: bool,
+    ) -> Self {
+        Self {
+            ids: HourlyIds::new(secret.clone()),
+            node_file: node_file_path(state_dir, iface, &keys.network_id),
+            port: keys.dht_port(),
+            gossip_port: keys.gossip_port,
+            bootstrap: bootstrap_nodes(configured),
+            ipv6,
+        }
+    }
+
+    /// The task on all IPv4 addresses, with the running node's handles.
+    pub fn task(
+        &self,
+        exchange: Arc<dyn Exchange>,
+        store: Arc<PeerStore>,
+        local: watch::Receiver<LocalNode>,
+        interfaces: watch::Receiver<HostInterfaces>,
+        layer: LayerHandle,
+        counters: LayerCounters,
+    ) -> DhtDiscovery {
+        DhtDiscovery {
+            ids: self.ids.clone(),
+            node_file: self.node_file.clone(),
+            bind: Ipv4Addr::UNSPECIFIED,
+            port: self.port,
+            gossip_port: self.gossip_port,
+            bootstrap: self.bootstrap.clone(),
+            ipv6: self.ipv6,
+            exchange,
+            store,
+            local,
+            interfaces,
+            layer,
+            counters,
+        }
+    }
 }
 
 /// The DHT discovery task.

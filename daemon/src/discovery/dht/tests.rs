@@ -287,6 +287,20 @@ async fn the_node_file_of_the_last_run_bootstraps_when_the_configured_node_is_si
 }
 
 #[test]
+fn settings_follow_the_mesh_and_hide_the_secret() {
+    let secret = MeshSecret::parse("test-secret-0123456789", SecretOrigin::Literal).unwrap();
+    let keys = DerivedKeys::derive(&secret);
+    let s = DhtSettings::new(&secret, &keys, Path::new("/var/lib/wgmesh"), "wg0", &[], true);
+    assert_eq!(
+        s.node_file,
+        Path::new("/var/lib/wgmesh/wg0-b6ed1c46b1404bc0-dht.nodes")
+    );
+    assert_eq!((s.port, s.gossip_port), (52191, 52190));
+    assert_eq!(s.bootstrap.len(), PUBLIC_ROUTERS.len());
+    assert!(!format!("{s:?}").contains("test-secret"));
+}
+
+#[test]
 fn the_public_routers_are_the_default_and_configured_nodes_replace_them() {
     let defaults: Vec<String> = bootstrap_nodes(&[])
         .iter()
