@@ -5,6 +5,9 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `dht` | restart, layer `dht` | mainline DHT: announces the hourly ids, contacts what it finds |
+//! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
+//! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -33,6 +36,9 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::dht::DhtSettings;
+use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
+use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -67,6 +73,12 @@ pub struct Node {
     log_control: Option<LogControl>,
     introducer: bool,
     lan_discovery: bool,
+    /// The discovery layers beyond the LAN and their settings.
+    discovery: super::DiscoveryOptions,
+    /// The mesh's gossip port: the exchange socket's (and every peer's).
+    gossip_port: u16,
+    /// The DHT layer's settings (`None`: `--no-dht`); it also needs the exchange socket.
+    dht: Option<DhtSettings>,
     prefix_len: u8,
     envelope: Envelope,
     lan_group: std::net::SocketAddrV4,
@@ -149,6 +161,18 @@ impl Node {
             log_control: opts.log_control.clone(),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
+            discovery: opts.discovery.clone(),
+            gossip_port: keys.gossip_port,
+            dht: opts.discovery.dht.then(|| {
+                DhtSettings::new(
+                    &opts.secret,
+                    keys,
+                    &opts.state_dir,
+                    opts.interface.as_str(),
+                    &opts.discovery.dht_bootstrap,
+                    opts.discovery.ipv6,
+                )
+            }),
             prefix_len: mesh_v4.prefix_len(),
             envelope: Envelope::new(&keys.gossip_key),
             lan_group: keys.lan_multicast(),
@@ -347,6 +371,87 @@ impl Node {
             tracing::info!("LAN discovery disabled");
         }
 
+        // --- Exchange socket (layer `exchange`). The DHT, gossip and rendezvous layers take what
+        // they need from `exchange_parts` (`None`: --no-exchange).
+        let exchange_parts: Option<ExchangeParts> = if self.discovery.exchange {
+            let layer = sup.registry().layer("exchange", LayerState::Running);
+            let parts = ExchangeService::build(
+                ExchangeConfig {
+                    envelope: self.envelope.clone(),
+                    gossip_port: self.gossip_port,
+                    punching: self.discovery.punching,
+                    ipv6: self.discovery.ipv6,
+                },
+                self.local.clone(),
+                self.store.clone(),
+                interfaces.clone(),
+                layer.clone(),
+                metrics.layer("exchange"),
+            );
+            let exchange = parts.exchange.clone();
+            sup.spawn_restarting("exchange", Some(layer), move |ctx| {
+                exchange.clone().run(ctx.cancel)
+            });
+            Some(parts)
+        } else {
+            sup.registry().layer("exchange", LayerState::Off);
+            tracing::info!("exchange socket disabled (--no-exchange)");
+            None
+        };
+        // --- Static peers (layer `static`): HELLO each `--peer` through the exchange.
+        match (&exchange_parts, self.discovery.static_peers.is_empty()) {
+            (Some(parts), false) => {
+                let layer = sup.registry().layer("static", LayerState::Running);
+                let task = StaticPeers {
+                    peers: self.discovery.static_peers.clone(),
+                    exchange: parts.exchange.clone(),
+                    ipv6: self.discovery.ipv6,
+                    layer: layer.clone(),
+                    counters: metrics.layer("static"),
+                };
+                sup.spawn_restarting("static-peers", Some(layer), move |ctx| {
+                    task.clone().run(ctx.cancel)
+                });
+            }
+            (None, false) => {
+                sup.registry().layer("static", LayerState::Off);
+                tracing::warn!(
+                    "--peer is ignored: static peers are contacted through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (_, true) => {
+                sup.registry().layer("static", LayerState::Off);
+            }
+        }
+        // --- end exchange
+
+        // --- Mainline DHT (layer `dht`): what it finds is contacted through the exchange.
+        match (&self.dht, &exchange_parts) {
+            (Some(settings), Some(parts)) => {
+                let layer = sup.registry().layer("dht", LayerState::Running);
+                let dht = settings.task(
+                    parts.exchange.clone(),
+                    self.store.clone(),
+                    self.local.subscribe(),
+                    interfaces.clone(),
+                    layer.clone(),
+                    metrics.layer("dht"),
+                );
+                sup.spawn_restarting("dht", Some(layer), move |ctx| dht.clone().run(ctx.cancel));
+            }
+            (Some(_), None) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::warn!(
+                    "DHT discovery is off: it contacts what it finds through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (None, _) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::info!("DHT discovery disabled (--no-dht)");
+            }
+        }
+        // --- end DHT
+
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
@@ -418,6 +523,9 @@ impl Node {
                 .await
                 .map_err(TaskError::from)
         });
+        // Whatever no layer took: a queue without its receiver drops what arrives for it
+        // (counted as `no_receiver`), e.g. ANNOUNCE while gossip is off.
+        drop(exchange_parts);
     }
 }
 

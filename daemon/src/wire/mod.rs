@@ -3,8 +3,10 @@
 
 pub mod announcement;
 pub mod gojson;
+pub mod goodbye;
 pub mod key;
 
 pub use announcement::{AnnouncementError, KnownPeer, PROTOCOL, PeerAnnouncement};
 pub use gojson::to_go_json;
+pub use goodbye::Goodbye;
 pub use key::{KeyError, decode_wg_key};

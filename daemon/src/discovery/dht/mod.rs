@@ -615,7 +615,9 @@ impl DhtDiscovery {
                 contacts.learn_own(own);
                 contacts.learn_own(addr);
             }
-            Err(e @ (ContactError::NotRunning | ContactError::Send { .. })) => {
+            Err(
+                e @ (ContactError::NotRunning | ContactError::Send { .. } | ContactError::Busy),
+            ) => {
                 // The HELLO never left: the next query may try again.
                 tracing::debug!(%addr, error = %e, "DHT contact not sent");
                 contacts.forget(addr);

@@ -290,7 +290,14 @@ async fn the_node_file_of_the_last_run_bootstraps_when_the_configured_node_is_si
 fn settings_follow_the_mesh_and_hide_the_secret() {
     let secret = MeshSecret::parse("test-secret-0123456789", SecretOrigin::Literal).unwrap();
     let keys = DerivedKeys::derive(&secret);
-    let s = DhtSettings::new(&secret, &keys, Path::new("/var/lib/wgmesh"), "wg0", &[], true);
+    let s = DhtSettings::new(
+        &secret,
+        &keys,
+        Path::new("/var/lib/wgmesh"),
+        "wg0",
+        &[],
+        true,
+    );
     assert_eq!(
         s.node_file,
         Path::new("/var/lib/wgmesh/wg0-b6ed1c46b1404bc0-dht.nodes")
