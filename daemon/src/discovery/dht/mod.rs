@@ -602,7 +602,8 @@ impl DhtDiscovery {
                 view.answered += 1;
                 self.counters.event();
                 self.layer.success();
-                tracing::info!(
+                // The exchange logs a new peer at `info`; a known one answers every minute.
+                tracing::debug!(
                     %addr,
                     peer = %contacted.announcement.wg_pubkey,
                     hostname = %contacted.announcement.hostname,
