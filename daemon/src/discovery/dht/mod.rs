@@ -16,9 +16,9 @@
 //! is stored by the exchange. Only the hourly ids ever reach the DHT: unlike Go, the static
 //! network id (a hash of the secret that never changes) is not queried during bootstrap.
 //!
-//! The routing table's nodes (with their ids) are saved to
-//! `<state-dir>/<iface>-<hex NetworkID[0..8]>-dht.nodes` right after bootstrap, every 2 min and at
-//! stop (atomically, mode 0600, directory 0700). At stop the node is dropped, which ends the DHT
+//! The nodes around this one (with their ids, from a `find_node` of its own id) are saved to
+//! `<state-dir>/<iface>-<hex NetworkID[0..8]>-dht.nodes` right after bootstrap, every 2 min, and
+//! at stop (the last ones found: no query at shutdown) (atomically, mode 0600, directory 0700). At stop the node is dropped, which ends the DHT
 //! library's thread and closes its socket.
 //!
 //! Status: `running` with a detail (port, routing-table size, announces, queries, addresses
@@ -79,9 +79,6 @@ pub const MAX_CONCURRENT_HELLOS: usize = 8;
 pub const MAX_PENDING_HELLOS: usize = 256;
 /// How long finding nodes for a periodic save of the node file may take.
 const PERSIST_FIND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long finding nodes for the last save at stop may take (the last known ones are saved
-/// otherwise).
-const STOP_FIND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing the node file at stop may take.
 const STOP_SAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Mode of the directory of the node file, when it has to be created.
@@ -516,14 +513,12 @@ impl DhtDiscovery {
                 }
             }
         }
-        // Operations in flight hold handles to the node; drop them first.
+        // Operations in flight hold handles to the node; dropping them and the node ends the
+        // library's thread. The nodes last found are saved without asking the network again:
+        // at shutdown the other nodes may be going away too, and a query would wait for them.
         drop((announcing, querying, persisting, hellos));
-        let nodes = tokio::time::timeout(STOP_FIND_TIMEOUT, node.find_self())
-            .await
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(known_nodes);
         drop(node);
+        let nodes = known_nodes;
         if !nodes.is_empty() {
             let count = nodes.len();
             match tokio::time::timeout(STOP_SAVE_TIMEOUT, save_nodes(self.node_file.clone(), nodes))
