@@ -36,7 +36,7 @@
 //!   (the daemon's own DHT code, `wgmeshd::system::dht`), the lab's only bootstrap node; prints
 //!   `listening IP:PORT` once bound and runs until killed;
 //! - `udp-garbage DEST COUNT`: sends COUNT datagrams of garbage (random bytes of random length,
-//!   and broken bencode) to DEST as fast as the socket takes them, then prints how many were sent
+//!   some oversized, and broken bencode) to DEST as fast as the socket takes them, then prints how many were sent
 //!   and how long it took.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
@@ -686,8 +686,8 @@ async fn dht_node(bind: std::net::SocketAddrV4) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `count` garbage datagrams to `dest`: random bytes (1 to 1400 of them) and broken
-/// bencode, from a fixed-seed generator so that runs compare.
+/// Sends `count` garbage datagrams to `dest`: random bytes (1 to 1400 of them, one in 16 of
+/// 4096 to 8191) and broken bencode, from a fixed-seed generator so that runs compare.
 async fn udp_garbage(dest: SocketAddr, count: u64) -> anyhow::Result<()> {
     let bind: SocketAddr = if dest.is_ipv4() {
         "0.0.0.0:0"
@@ -712,7 +712,7 @@ async fn udp_garbage(dest: SocketAddr, count: u64) -> anyhow::Result<()> {
         b"d1:y1:q1:q13:announce_peer1:ad4:porti-1e5:token0:ee",
     ];
     let started = Instant::now();
-    let mut buf = vec![0u8; 1400];
+    let mut buf = vec![0u8; 8192];
     let mut sent = 0u64;
     for i in 0..count {
         let len = if i % 4 == 0 {
@@ -720,7 +720,13 @@ async fn udp_garbage(dest: SocketAddr, count: u64) -> anyhow::Result<()> {
             buf[..template.len()].copy_from_slice(template);
             template.len()
         } else {
-            let len = 1 + (next() % 1400) as usize;
+            // Every 16th is oversized (more than a DHT node reads: 2048 bytes), fragmented on the
+            // wire.
+            let len = if i % 16 == 1 {
+                4096 + (next() % 4096) as usize
+            } else {
+                1 + (next() % 1400) as usize
+            };
             for chunk in buf[..len].chunks_mut(8) {
                 let word = next().to_le_bytes();
                 chunk.copy_from_slice(&word[..chunk.len()]);
