@@ -31,13 +31,17 @@
 //!   HOSTNAME (default `wgmesh-labnode`), paced so that the daemon's receive buffer never
 //!   overflows (`wgmesh-lab bench-api` fills a store with them);
 //! - `http-get ADDR PATH`: one HTTP/1.1 `GET PATH` to the TCP address ADDR (a daemon's
-//!   `--metrics-listen`), the whole response (head and body) on stdout.
+//!   `--metrics-listen`), the whole response (head and body) on stdout;
+//! - `stun-server --bind IP:PORT`: a STUN responder for the lab (the daemons' own codec in
+//!   reverse, `wgmeshd::discovery::stun::codec`): every binding request is answered with a
+//!   binding success response whose XOR-MAPPED-ADDRESS is the request's source address; anything
+//!   else is ignored. Prints `listening` once bound, then one `answered SOURCE` line per answer;
 //! - `dht-node --bind IP:PORT`: a mainline DHT node in server mode with no bootstrap of its own
 //!   (the daemon's own DHT code, `wgmeshd::system::dht`), the lab's only bootstrap node; prints
 //!   `listening IP:PORT` once bound and runs until killed;
 //! - `udp-garbage DEST COUNT`: sends COUNT datagrams of garbage (random bytes of random length,
-//!   some oversized, and broken bencode) to DEST as fast as the socket takes them, then prints how many were sent
-//!   and how long it took.
+//!   some oversized, and broken bencode) to DEST as fast as the socket takes them, then prints
+//!   how many were sent and how long it took.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -67,6 +71,7 @@ pub const COMMANDS: &[&str] = &[
     "announce",
     "announce-many",
     "http-get",
+    "stun-server",
     "dht-node",
     "udp-garbage",
 ];
@@ -75,7 +80,8 @@ const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… |
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
                      | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
-                     | http-get ADDR PATH | dht-node --bind IP:PORT | udp-garbage DEST COUNT";
+                     | http-get ADDR PATH | stun-server --bind IP:PORT \
+                     | dht-node --bind IP:PORT | udp-garbage DEST COUNT";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -156,6 +162,12 @@ where
                 .await
             }
             "http-get" => http_get(arg(&args, 1)?, arg(&args, 2)?).await,
+            "stun-server" => {
+                if args.get(1).map(String::as_str) != Some("--bind") {
+                    bail!("usage: stun-server --bind IP:PORT");
+                }
+                stun_server(arg(&args, 2)?).await
+            }
             "dht-node" => {
                 if args.get(1).map(String::as_str) != Some("--bind") {
                     bail!("usage: dht-node --bind IP:PORT");
@@ -490,6 +502,27 @@ async fn tcp_check(addr: SocketAddr, bytes: usize, timeout_ms: u64) -> anyhow::R
     tokio::time::timeout(Duration::from_millis(timeout_ms), work)
         .await
         .map_err(|_| anyhow!("tcp check to {addr} timed out after {timeout_ms} ms"))?
+}
+
+/// Answers every STUN binding request on `bind` with the request's source address.
+async fn stun_server(bind: SocketAddr) -> anyhow::Result<()> {
+    use wgmeshd::discovery::stun::codec;
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("bind {bind}"))?;
+    println!("listening");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        match codec::parse_binding_request(&buf[..n]) {
+            Ok(txn) => {
+                sock.send_to(&codec::binding_response(txn, from), from)
+                    .await?;
+                println!("answered {from}");
+            }
+            Err(e) => eprintln!("ignored {n} bytes from {from}: {e}"),
+        }
+    }
 }
 
 async fn udp_echo(listen: SocketAddr) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@
 //! | `dht` | restart, layer `dht` | mainline DHT: announces the hourly ids, contacts what it finds |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
 //! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
+//! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -39,6 +40,7 @@ use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::dht::DhtSettings;
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
 use crate::discovery::static_peers::StaticPeers;
+use crate::discovery::stun::StunDiscovery;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -424,6 +426,29 @@ impl Node {
             }
         }
         // --- end exchange
+        // STUN: public endpoint and NAT type (discovery::stun).
+        if self.discovery.stun {
+            let layer = sup.registry().layer("stun", LayerState::Running);
+            let stun = StunDiscovery {
+                servers: discovery::stun::servers(&self.discovery.stun_servers),
+                ipv6: self.discovery.ipv6,
+                local: self.local.clone(),
+                interfaces: interfaces.clone(),
+                wg_ifindex: self.ifindex,
+                layer: layer.clone(),
+                counters: metrics.layer("stun"),
+            };
+            sup.spawn_restarting("stun", Some(layer), move |ctx| {
+                let stun = stun.clone();
+                async move {
+                    stun.run(ctx.cancel).await;
+                    Ok(())
+                }
+            });
+        } else {
+            sup.registry().layer("stun", LayerState::Off);
+            tracing::info!("STUN disabled");
+        }
 
         // --- Mainline DHT (layer `dht`): what it finds is contacted through the exchange.
         match (&self.dht, &exchange_parts) {

@@ -6,6 +6,7 @@ pub mod dht;
 pub mod exchange;
 pub mod lan;
 pub mod static_peers;
+pub mod stun;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),
 /// else empty (Go sends an empty hostname when it has none).
