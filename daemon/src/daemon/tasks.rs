@@ -5,6 +5,7 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `dht` | restart, layer `dht` | mainline DHT: announces the hourly ids, contacts what it finds |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
 //! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
@@ -36,6 +37,7 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::dht::DhtSettings;
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
 use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::stun::StunDiscovery;
@@ -77,6 +79,8 @@ pub struct Node {
     discovery: super::DiscoveryOptions,
     /// The mesh's gossip port: the exchange socket's (and every peer's).
     gossip_port: u16,
+    /// The DHT layer's settings (`None`: `--no-dht`); it also needs the exchange socket.
+    dht: Option<DhtSettings>,
     prefix_len: u8,
     envelope: Envelope,
     lan_group: std::net::SocketAddrV4,
@@ -161,6 +165,16 @@ impl Node {
             lan_discovery: opts.lan_discovery,
             discovery: opts.discovery.clone(),
             gossip_port: keys.gossip_port,
+            dht: opts.discovery.dht.then(|| {
+                DhtSettings::new(
+                    &opts.secret,
+                    keys,
+                    &opts.state_dir,
+                    opts.interface.as_str(),
+                    &opts.discovery.dht_bootstrap,
+                    opts.discovery.ipv6,
+                )
+            }),
             prefix_len: mesh_v4.prefix_len(),
             envelope: Envelope::new(&keys.gossip_key),
             lan_group: keys.lan_multicast(),
@@ -435,6 +449,33 @@ impl Node {
             sup.registry().layer("stun", LayerState::Off);
             tracing::info!("STUN disabled");
         }
+
+        // --- Mainline DHT (layer `dht`): what it finds is contacted through the exchange.
+        match (&self.dht, &exchange_parts) {
+            (Some(settings), Some(parts)) => {
+                let layer = sup.registry().layer("dht", LayerState::Running);
+                let dht = settings.task(
+                    parts.exchange.clone(),
+                    self.store.clone(),
+                    self.local.subscribe(),
+                    interfaces.clone(),
+                    layer.clone(),
+                    metrics.layer("dht"),
+                );
+                sup.spawn_restarting("dht", Some(layer), move |ctx| dht.clone().run(ctx.cancel));
+            }
+            (Some(_), None) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::warn!(
+                    "DHT discovery is off: it contacts what it finds through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (None, _) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::info!("DHT discovery disabled (--no-dht)");
+            }
+        }
+        // --- end DHT
 
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));

@@ -2,6 +2,7 @@
 //! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
 pub mod contact;
+pub mod dht;
 pub mod exchange;
 pub mod lan;
 pub mod static_peers;
