@@ -2,7 +2,6 @@
 //!
 //! - [`lab`]: the network lab (hosts as network namespaces on simulated LANs).
 //! - [`daemon`]: real `wgmeshd join` daemons in lab hosts, their API, mesh and traffic checks.
-//! - [`nat`]: NAT topologies (hosts behind masquerading routers, a "public" LAN).
 //! - [`node`]: the data-plane driver (`wgmesh-labnode serve`) for tests below the daemon.
 //! - [`api`]: blocking reads of a daemon's control API, with the CLI's own client.
 //! - [`labnode`]: the multi-call program that runs the daemon, the CLI and the lab tools.
@@ -40,7 +39,6 @@ pub mod apibench;
 pub mod daemon;
 pub mod lab;
 pub mod labnode;
-pub mod nat;
 pub mod node;
 
 use std::ffi::OsStr;

@@ -1,10 +1,19 @@
-//! End to end: rendezvous through an introducer. Two hosts behind separate NAT routers
-//! (masquerade, unsolicited packets dropped: [`wgmesh_tests::nat`]) and one public introducer;
-//! LAN discovery off; each NATed host knows only the introducer (`--peer`). Both must end with a
+//! End to end: rendezvous through an introducer. Two hosts behind NAT routers of their own
+//! ([`LabBuilder::nat_host`], cone: port-preserving masquerade) and one public introducer; LAN
+//! discovery off; each NATed host knows only the introducer (`--peer`). Both must end with a
 //! direct WireGuard handshake with each other: the endpoint each holds for the other is the
 //! other's router, not the introducer.
 //!
-//! Needs root; without it the tests are skipped, except under `CI=true` where they fail.
+//! The routers here also drop unsolicited packets from the public side, as home routers do
+//! ([`filter_unsolicited`]). That is what makes hole punching possible at all in a lab whose
+//! links have no delay: with plain masquerade, the first of two crossing packets arrives before
+//! the other side has sent anything, creates an inbound conntrack entry on that router that holds
+//! the port, and the other side's outbound flow then leaves from a random port, so neither
+//! side's packets ever match the other's mapping (measured: no direct tunnel in 60 s). A dropped
+//! packet leaves no entry: the second packet finds the mapping the first one opened.
+//!
+//! Needs root and `nft`; without root the tests are skipped, except under `CI=true` where they
+//! fail.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -12,41 +21,108 @@ use std::time::{Duration, Instant};
 
 use wgmesh_api_types::Peer;
 use wgmesh_tests::daemon::{self, Daemon};
-use wgmesh_tests::lab::{self, Host};
+use wgmesh_tests::lab::{self, Host, Lab, LabBuilder, NatKind};
 use wgmesh_tests::labnode_exe;
-use wgmesh_tests::nat::{Behaviour, NatLab};
 use wgmeshd::config::{MeshSecret, SecretOrigin};
 use wgmeshd::crypto::DerivedKeys;
 
-/// The NAT routers translate outbound traffic and keep unsolicited inbound traffic out.
+/// How long a daemon may take to serve its API after start.
+const API_UP: Duration = Duration::from_secs(20);
+/// How long the NATed hosts may take to reach each other directly.
+const DIRECT_UP: Duration = Duration::from_secs(60);
+/// How long both sides may take to list each other as reached by rendezvous once the direct
+/// tunnel is up.
+const RENDEZVOUS_DONE: Duration = Duration::from_secs(30);
+/// How long the control run waits for a tunnel that must not come.
+const CONTROL_WAIT: Duration = Duration::from_secs(15);
+
+// ------------------------------------------------------------------------------------------
+// the NATs
+
+/// The lab: `intro` on the public LAN, `a` and `b` behind cone NATs of their own.
+fn nat_lab(test: &str) -> LabBuilder {
+    Lab::builder(test)
+        .public_lan(&["intro"])
+        .nat_host("a", NatKind::Cone)
+        .nat_host("b", NatKind::Cone)
+}
+
+/// Makes `router` drop packets from its public side (`eth0`) that start a new connection, to
+/// the router itself or towards its private side, as a home router does.
+fn filter_unsolicited(router: &Host) {
+    let rules = r#"table ip wgmesh_lab_filter {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+}
+"#;
+    let path = router.dir().join("filter.nft");
+    std::fs::write(&path, rules).unwrap();
+    router
+        .exec_ok("nft", &["-f", path.to_str().unwrap()])
+        .unwrap();
+}
+
+/// Makes `router` send what leaves from UDP port `port` from `port + 1` instead (for every
+/// destination: the mapping stays endpoint-independent), as a NAT does when another host behind
+/// it holds the port.
+fn shift_port(router: &Host, port: u16) {
+    let rule = format!(
+        "oifname \"eth0\" udp sport {port} counter snat ip to {}:{}",
+        router.ip(),
+        u32::from(port) + 1
+    );
+    let mut args = vec!["insert", "rule", "ip", "wgmesh_lab_nat", "postrouting"];
+    args.extend(rule.split(' '));
+    router.exec_ok("nft", &args).unwrap();
+}
+
+/// How many flows `router` moved with [`shift_port`] so far.
+fn shifted(router: &Host) -> u64 {
+    let out = router
+        .exec_ok(
+            "nft",
+            &["list", "chain", "ip", "wgmesh_lab_nat", "postrouting"],
+        )
+        .unwrap();
+    let line = out.lines().find(|l| l.contains("snat")).unwrap_or("");
+    line.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
-fn nat_routers_translate_outbound_and_drop_unsolicited_inbound() {
+fn the_nat_routers_translate_outbound_and_drop_unsolicited_inbound() {
     if !lab::require_root() {
         return;
     }
-    let nat = NatLab::build(
-        "rdv_natcheck",
-        &["intro"],
-        &[("ra", &["a"]), ("rb", &["b"])],
-    )
-    .unwrap();
-    let (intro, a, b) = (nat.host("intro"), nat.host("a"), nat.host("b"));
-    let (ra, rb) = (nat.host("ra"), nat.host("rb"));
+    let lab = nat_lab("rdv_natcheck").build().unwrap();
+    let (intro, a, b) = (lab.host("intro"), lab.host("a"), lab.host("b"));
+    let (ra, rb) = (lab.nat_router("a"), lab.nat_router("b"));
+    for router in [ra, rb] {
+        filter_unsolicited(router);
+    }
     let wait = Duration::from_secs(3);
     assert!(
-        a.wait_reachable(nat.public_ip("intro"), wait).unwrap(),
+        a.wait_reachable(intro.ip(), wait).unwrap(),
         "a reaches the internet"
     );
     assert!(
-        b.wait_reachable(nat.public_ip("rb"), wait).unwrap(),
+        b.wait_reachable(rb.ip(), wait).unwrap(),
         "b reaches its router"
     );
-    assert_eq!(nat.public_ip("a"), nat.public_ip("ra"));
-    assert_ne!(nat.public_ip("a"), nat.public_ip("b"));
+    assert_ne!(ra.ip(), rb.ip());
     // Nothing from the internet gets in unasked: not to a router, not to a private host.
     assert!(
-        !intro.ping(nat.public_ip("ra")).unwrap(),
-        "ra answers unsolicited pings"
+        !intro.ping(ra.ip()).unwrap(),
+        "a's router answers unsolicited pings"
     );
     assert!(
         !intro.ping(a.ip()).unwrap(),
@@ -54,16 +130,14 @@ fn nat_routers_translate_outbound_and_drop_unsolicited_inbound() {
     );
     assert!(!ra.ping(b.ip()).unwrap(), "one NAT reaches behind another");
     assert!(!a.ping(b.ip()).unwrap(), "a reaches b's private address");
-    assert!(!rb.ping(nat.public_ip("ra")).unwrap());
+    assert!(!rb.ping(ra.ip()).unwrap());
 }
 
-/// How long a daemon may take to serve its API after start.
-const API_UP: Duration = Duration::from_secs(20);
-/// How long the NATed hosts may take to reach each other directly.
-const DIRECT_UP: Duration = Duration::from_secs(60);
+// ------------------------------------------------------------------------------------------
+// daemons
 
 /// The gossip (exchange) port of the mesh with the secret in `path`.
-fn gossip_port(path: &std::path::Path) -> u16 {
+fn gossip_port(path: &Path) -> u16 {
     let text = std::fs::read_to_string(path).unwrap();
     let secret = MeshSecret::parse(text.trim(), SecretOrigin::Literal).unwrap();
     DerivedKeys::derive(&secret).gossip_port
@@ -77,53 +151,70 @@ fn fresh_peer(host: &Host, key: &str) -> Option<Peer> {
     })
 }
 
-/// How long both sides may take to list each other as reached by rendezvous once the direct
-/// tunnel is up.
-const RENDEZVOUS_DONE: Duration = Duration::from_secs(30);
+/// The three daemons of a run: introducer, a, b.
+struct Daemons {
+    intro: wgmesh_api_types::Status,
+    a: wgmesh_api_types::Status,
+    b: wgmesh_api_types::Status,
+}
 
-/// What one run measured.
+/// Starts the introducer and `a`, `b` (which know only the introducer), each with `extra`
+/// flags, and waits for their APIs.
+fn start(lab: &Lab, secret: &Path, extra: &[&str]) -> Daemons {
+    let exe = labnode_exe!();
+    let introducer = format!("{}:{}", lab.host("intro").ip(), gossip_port(secret));
+    fn with<'s>(extra: &[&'s str], flags: &[&'s str]) -> Vec<&'s str> {
+        [&["--no-lan-discovery"], extra, flags].concat()
+    }
+    let di = Daemon::start(
+        &exe,
+        lab.host("intro"),
+        secret,
+        &with(extra, &["--introducer"]),
+    )
+    .unwrap();
+    let nated = with(extra, &["--peer", introducer.as_str()]);
+    let da = Daemon::start(&exe, lab.host("a"), secret, &nated).unwrap();
+    let db = Daemon::start(&exe, lab.host("b"), secret, &nated).unwrap();
+    Daemons {
+        intro: di.wait_api(API_UP).unwrap(),
+        a: da.wait_api(API_UP).unwrap(),
+        b: db.wait_api(API_UP).unwrap(),
+    }
+}
+
+/// What one run measured, from the daemons' start.
 struct Run {
-    /// From the daemons' start to a direct handshake both ways.
+    /// Until a direct handshake both ways.
     direct: Duration,
-    /// From the daemons' start to both sides listing each other as `dht-rendezvous`.
+    /// Until both sides list each other as `dht-rendezvous`.
     rendezvous: Duration,
 }
 
-/// Starts a public introducer and the two NATed hosts `a` and `b` (which know only the
-/// introducer) with the mesh secret in `secret`, and checks that they end with a direct tunnel
-/// made by rendezvous.
-fn punch_through(nat: &NatLab, secret: &Path) -> Run {
-    let (intro, a, b) = (nat.host("intro"), nat.host("a"), nat.host("b"));
-    let exe = labnode_exe!();
-    let introducer = format!("{}:{}", nat.public_ip("intro"), gossip_port(secret));
-
+/// Starts the daemons in `lab` and checks that `a` and `b` end with a direct tunnel made by
+/// rendezvous.
+fn punch_through(lab: &Lab, secret: &Path) -> Run {
+    let (intro, a, b) = (lab.host("intro"), lab.host("a"), lab.host("b"));
     let started = Instant::now();
-    let di = Daemon::start(&exe, intro, secret, &["--introducer", "--no-lan-discovery"]).unwrap();
-    let nated = ["--no-lan-discovery", "--peer", introducer.as_str()];
-    let da = Daemon::start(&exe, a, secret, &nated).unwrap();
-    let db = Daemon::start(&exe, b, secret, &nated).unwrap();
-    let st_i = di.wait_api(API_UP).unwrap();
-    let st_a = da.wait_api(API_UP).unwrap();
-    let st_b = db.wait_api(API_UP).unwrap();
-    for st in [&st_a, &st_b, &st_i] {
+    let d = start(lab, secret, &[]);
+    for st in [&d.a, &d.b, &d.intro] {
         assert_eq!(st.discovery["lan"].state, "off");
         assert_eq!(st.discovery["rendezvous"].state, "running", "{st:#?}");
     }
 
     // What each NATed host must end with: the other's router as the endpoint (not the
     // introducer, not a private address) and a fresh handshake.
-    let want_b = format!("{}:{}", nat.public_ip("b"), st_b.listen_port);
-    let want_a = format!("{}:{}", nat.public_ip("a"), st_a.listen_port);
+    let want_b = format!("{}:{}", lab.nat_router("b").ip(), d.b.listen_port);
+    let want_a = format!("{}:{}", lab.nat_router("a").ip(), d.a.listen_port);
     let direct = |host: &Host, key: &str, want: &str| {
         fresh_peer(host, key).is_some_and(|p| p.endpoint.as_deref() == Some(want))
     };
-    let both_direct =
-        || direct(a, &st_b.public_key, &want_b) && direct(b, &st_a.public_key, &want_a);
+    let both_direct = || direct(a, &d.b.public_key, &want_b) && direct(b, &d.a.public_key, &want_a);
     let entries = || {
         format!(
             "a's entry for b: {:#?}\nb's entry for a: {:#?}\nintroducer's peers: {:#?}",
-            daemon::peer(a, &st_b.public_key).unwrap(),
-            daemon::peer(b, &st_a.public_key).unwrap(),
+            daemon::peer(a, &d.b.public_key).unwrap(),
+            daemon::peer(b, &d.a.public_key).unwrap(),
             daemon::peers(intro).unwrap()
         )
     };
@@ -144,7 +235,7 @@ fn punch_through(nat: &NatLab, secret: &Path) -> Run {
     };
     assert!(
         lab::wait_until(RENDEZVOUS_DONE, || {
-            by_rendezvous(a, &st_b.public_key) && by_rendezvous(b, &st_a.public_key)
+            by_rendezvous(a, &d.b.public_key) && by_rendezvous(b, &d.a.public_key)
         }),
         "not reached by rendezvous within {RENDEZVOUS_DONE:?} of the direct tunnel:\n{}",
         entries()
@@ -155,33 +246,36 @@ fn punch_through(nat: &NatLab, secret: &Path) -> Run {
         "the tunnel is no longer direct:\n{}",
         entries()
     );
+    let detail = |host: &Host| {
+        daemon::status(host).unwrap().discovery["rendezvous"]
+            .detail
+            .clone()
+            .unwrap_or_default()
+    };
     for host in [a, b] {
-        let layer = daemon::status(host).unwrap().discovery["rendezvous"].clone();
-        let detail = layer.detail.unwrap_or_default();
         assert!(
-            !detail.contains("punches 0 ok"),
-            "{}: {detail}",
-            host.name()
+            !detail(host).contains("punches 0 ok"),
+            "{}: {}",
+            host.name(),
+            detail(host)
         );
     }
-    let detail = daemon::status(intro).unwrap().discovery["rendezvous"]
-        .detail
-        .clone()
-        .unwrap_or_default();
     assert!(
-        !detail.contains("starts sent 0"),
-        "the introducer sent no START: {detail}"
+        !detail(intro).contains("starts sent 0"),
+        "the introducer sent no START: {}",
+        detail(intro)
     );
 
     // And the tunnel carries traffic.
     let (mesh_a, mesh_b): (Ipv4Addr, Ipv4Addr) =
-        (st_a.mesh_ip.parse().unwrap(), st_b.mesh_ip.parse().unwrap());
+        (d.a.mesh_ip.parse().unwrap(), d.b.mesh_ip.parse().unwrap());
+    let wait = Duration::from_secs(10);
     assert!(
-        a.wait_reachable(mesh_b, Duration::from_secs(10)).unwrap(),
+        a.wait_reachable(mesh_b, wait).unwrap(),
         "a cannot ping b over the mesh"
     );
     assert!(
-        b.wait_reachable(mesh_a, Duration::from_secs(10)).unwrap(),
+        b.wait_reachable(mesh_a, wait).unwrap(),
         "b cannot ping a over the mesh"
     );
     Run {
@@ -190,18 +284,23 @@ fn punch_through(nat: &NatLab, secret: &Path) -> Run {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// tests
+
 /// Two hosts behind separate NATs, one public introducer: a direct tunnel through rendezvous.
 #[test]
 fn two_hosts_behind_separate_nats_punch_a_direct_tunnel_through_an_introducer() {
     if !lab::require_root() {
         return;
     }
-    let nat = NatLab::build("rdv_punch", &["intro"], &[("ra", &["a"]), ("rb", &["b"])]).unwrap();
-    let secret = nat.lab().dir().join("mesh.secret");
+    let lab = nat_lab("rdv_punch").build().unwrap();
+    filter_unsolicited(lab.nat_router("a"));
+    filter_unsolicited(lab.nat_router("b"));
+    let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&labnode_exe!(), &secret).unwrap();
-    let run = punch_through(&nat, &secret);
+    let run = punch_through(&lab, &secret);
     eprintln!(
-        "rendezvous (port-preserving NATs): direct handshake both ways {:.2} s after start, both listed as dht-rendezvous after {:.2} s",
+        "rendezvous (cone NATs): direct handshake both ways {:.2} s after start, both listed as dht-rendezvous after {:.2} s",
         run.direct.as_secs_f64(),
         run.rendezvous.as_secs_f64()
     );
@@ -215,45 +314,28 @@ fn rendezvous_punches_through_nats_that_move_the_exchange_port() {
     if !lab::require_root() {
         return;
     }
-    // The gossip port depends on the secret: make the secret first, then the NATs that move
-    // that port.
-    let secret =
-        std::env::temp_dir().join(format!("wgmesh-rdv-shift-{}.secret", std::process::id()));
-    let _ = std::fs::remove_file(&secret);
+    let lab = nat_lab("rdv_shift").build().unwrap();
+    let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&labnode_exe!(), &secret).unwrap();
     let port = gossip_port(&secret);
-    let nat = NatLab::build_with(
-        "rdv_shift",
-        &["intro"],
-        &[("ra", &["a"]), ("rb", &["b"])],
-        Behaviour {
-            shift_port: Some(port),
-        },
-    );
-    let in_lab = nat.as_ref().ok().map(|nat| {
-        let path = nat.lab().dir().join("mesh.secret");
-        std::fs::copy(&secret, &path).unwrap();
-        path
-    });
-    std::fs::remove_file(&secret).unwrap();
-    let nat = nat.unwrap();
-    let secret = in_lab.unwrap();
-    let run = punch_through(&nat, &secret);
-    for router in ["ra", "rb"] {
+    for router in [lab.nat_router("a"), lab.nat_router("b")] {
+        filter_unsolicited(router);
+        shift_port(router, port);
+    }
+    let run = punch_through(&lab, &secret);
+    for router in [lab.nat_router("a"), lab.nat_router("b")] {
         assert!(
-            nat.shifted(router).unwrap() > 0,
-            "{router} moved no exchange port"
+            shifted(router) > 0,
+            "{} moved no exchange port",
+            router.name()
         );
     }
     eprintln!(
-        "rendezvous (exchange port moved by the NATs): direct handshake both ways {:.2} s after start, both listed as dht-rendezvous after {:.2} s",
+        "rendezvous (NATs moving the exchange port): direct handshake both ways {:.2} s after start, both listed as dht-rendezvous after {:.2} s",
         run.direct.as_secs_f64(),
         run.rendezvous.as_secs_f64()
     );
 }
-
-/// How long the control run waits for a tunnel that must not come.
-const CONTROL_WAIT: Duration = Duration::from_secs(15);
 
 /// The control: the same lab with `--no-punching` everywhere gets no direct tunnel. The host
 /// that reaches the introducer first learns nothing from its REPLY; only the other host knows
@@ -266,44 +348,26 @@ fn without_rendezvous_the_nated_hosts_get_no_direct_tunnel() {
     if !lab::require_root() {
         return;
     }
-    let nat = NatLab::build("rdv_off", &["intro"], &[("ra", &["a"]), ("rb", &["b"])]).unwrap();
-    let (intro, a, b) = (nat.host("intro"), nat.host("a"), nat.host("b"));
-    let exe = labnode_exe!();
-    let secret = nat.lab().dir().join("mesh.secret");
-    daemon::write_secret(&exe, &secret).unwrap();
-    let introducer = format!("{}:{}", nat.public_ip("intro"), gossip_port(&secret));
-    let off = ["--no-lan-discovery", "--no-punching"];
-    let di = Daemon::start(
-        &exe,
-        intro,
-        &secret,
-        &[&off[..], &["--introducer"]].concat(),
-    )
-    .unwrap();
-    let nated = [&off[..], &["--peer", introducer.as_str()]].concat();
-    let da = Daemon::start(&exe, a, &secret, &nated).unwrap();
-    let db = Daemon::start(&exe, b, &secret, &nated).unwrap();
-    di.wait_api(API_UP).unwrap();
-    let st_a = da.wait_api(API_UP).unwrap();
-    let st_b = db.wait_api(API_UP).unwrap();
-    assert_eq!(st_a.discovery["rendezvous"].state, "off");
+    let lab = nat_lab("rdv_off").build().unwrap();
+    filter_unsolicited(lab.nat_router("a"));
+    filter_unsolicited(lab.nat_router("b"));
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&labnode_exe!(), &secret).unwrap();
+    let d = start(&lab, &secret, &["--no-punching"]);
+    let (a, b) = (lab.host("a"), lab.host("b"));
+    assert_eq!(d.a.discovery["rendezvous"].state, "off");
     // Both reach the introducer...
     assert!(lab::wait_until(DIRECT_UP, || {
-        fresh_peer(a, &st_i_key(intro)).is_some() && fresh_peer(b, &st_i_key(intro)).is_some()
+        fresh_peer(a, &d.intro.public_key).is_some() && fresh_peer(b, &d.intro.public_key).is_some()
     }));
     // ...but not each other.
     let met = lab::wait_until(CONTROL_WAIT, || {
-        fresh_peer(a, &st_b.public_key).is_some() || fresh_peer(b, &st_a.public_key).is_some()
+        fresh_peer(a, &d.b.public_key).is_some() || fresh_peer(b, &d.a.public_key).is_some()
     });
     assert!(
         !met,
         "a tunnel between a and b without rendezvous:\n{:#?}\n{:#?}",
-        daemon::peer(a, &st_b.public_key).unwrap(),
-        daemon::peer(b, &st_a.public_key).unwrap()
+        daemon::peer(a, &d.b.public_key).unwrap(),
+        daemon::peer(b, &d.a.public_key).unwrap()
     );
-}
-
-/// The public key of the daemon in `host`.
-fn st_i_key(host: &Host) -> String {
-    daemon::status(host).unwrap().public_key
 }
