@@ -631,6 +631,11 @@ impl Rendezvous {
 
     fn finish(&self, done: JobDone, st: &mut State) {
         let now = now();
+        let (JobDone::Punch { result, .. } | JobDone::Direct { result, .. }) = &done;
+        if !matches!(result, Err(ReachError::NotRunning)) {
+            // The exchange socket answered (even a timeout means it sends and receives).
+            self.healthy(st);
+        }
         match done {
             JobDone::Punch { plan, result } => {
                 st.punches.finished(&plan.pair_id, now);

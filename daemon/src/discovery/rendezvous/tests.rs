@@ -765,3 +765,18 @@ async fn a_flood_of_starts_runs_at_most_eight_punches_at_once() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_recovers_when_the_exchange_socket_works_again_even_if_peers_do_not_answer() {
+    let r = rig(false);
+    *lock(&r.exchange.stopped) = true;
+    r.store_peer(3, "198.51.100.3:51820", false, Method::DhtTransitive);
+    let (cancel, run) = r.start();
+    until("retrying", || r.layer().state == LayerState::Retrying).await;
+    *lock(&r.exchange.stopped) = false;
+    // The next attempt (a later slot) times out: the socket works, the peer is just silent.
+    until("running again", || r.layer().state == LayerState::Running).await;
+    assert!(!lock(&r.exchange.hellos).is_empty());
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
