@@ -6,7 +6,8 @@
 //! within ±10 min), then a replay check (ours; Go has none): a datagram already received from
 //! another IP among the last [`MAX_SEEN`] is dropped, so a captured HELLO replayed from
 //! elsewhere cannot move its sender's endpoint (a HELLO resent from its own address is fine),
-//! then by type:
+//! then by type (a HELLO or REPLY of a peer that is not newer than the last one it sent us,
+//! from another IP, is a replay too: [`rules::replayed_elsewhere`]):
 //! - `HELLO`: the sender is stored as `dht` with endpoint `resolvePeerEndpoint(wg_endpoint,
 //!   source)` ([`rules::sender_update`]), the peers it lists as `dht-transitive` (a wildcard
 //!   host gives no endpoint), and a `REPLY` goes back from this socket with `observed_endpoint`
@@ -155,8 +156,10 @@ struct State {
     departed: LruMap<PublicKey, Instant>,
     /// Addresses our own HELLOs came back from.
     own: LruMap<SocketAddr, ()>,
-    /// Digest of each recent message → the IP it first came from.
+    /// Nonce of each recent datagram → the IP it first came from.
     seen: LruMap<[u8; 16], IpAddr>,
+    /// Peer → the timestamp and IP of the newest HELLO or REPLY it sent us.
+    last_heard: LruMap<PublicKey, (i64, IpAddr)>,
 }
 
 /// What handling one datagram asks the socket task to do.
@@ -264,6 +267,7 @@ impl ExchangeService {
                 departed: LruMap::new(MAX_REMEMBERED),
                 own: LruMap::new(16),
                 seen: LruMap::new(MAX_SEEN),
+                last_heard: LruMap::new(MAX_REMEMBERED),
             }),
             announcements,
             rendezvous,
@@ -464,6 +468,22 @@ impl ExchangeService {
         }
     }
 
+    /// Records a HELLO or REPLY of `key` stamped `timestamp` from `source`; false (counted as a
+    /// replay) when [`rules::replayed_elsewhere`] says it is an old message coming from a new IP.
+    fn heard_from(&self, key: PublicKey, timestamp: i64, source: SocketAddr) -> bool {
+        let mut state = self.lock();
+        let last = state.last_heard.peek(&key).copied();
+        if rules::replayed_elsewhere(last, timestamp, source.ip()) {
+            drop(state);
+            tracing::debug!(%source, peer = %key.short(), timestamp, "exchange: an older message of this peer from another address (replay); dropped");
+            self.counters.dropped("replay");
+            return false;
+        }
+        let newest = last.map_or(timestamp, |(t, _)| t.max(timestamp));
+        state.last_heard.insert(key, (newest, source.ip()));
+        true
+    }
+
     fn forward(
         &self,
         queue: &mpsc::Sender<Inbound>,
@@ -540,6 +560,9 @@ impl ExchangeService {
             self.own_message(source);
             return Handled::default();
         }
+        if !self.heard_from(key, ann.timestamp, source) {
+            return Handled::default();
+        }
         self.counters.event();
         let mut contact = self.store_known_peers(&ann, &local.public_key, mono);
         self.store_sender(&ann, key, source, Method::Dht, mono);
@@ -564,6 +587,9 @@ impl ExchangeService {
         let own_key = self.local.borrow().public_key;
         if key == own_key {
             self.own_message(source);
+            return Handled::default();
+        }
+        if !self.heard_from(key, ann.timestamp, source) {
             return Handled::default();
         }
         self.counters.event();

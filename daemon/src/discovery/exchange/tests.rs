@@ -361,6 +361,34 @@ fn a_message_replayed_from_another_address_is_dropped_and_a_resend_is_answered()
     h.exchange
         .handle(text.as_bytes(), sa("192.168.1.66:51900"), now, mono);
     assert_eq!(h.drops("replay"), 2);
+    // The same HELLO sealed to someone else (another nonce), captured there and replayed here.
+    let ann = peer_ann(2, "0.0.0.0:51820", now);
+    let captured = h.seal(MessageType::Hello, &ann);
+    let replay = h
+        .exchange
+        .handle(&captured, sa("192.168.1.66:51900"), now, mono);
+    assert_eq!(replay, Handled::default());
+    assert_eq!(h.drops("replay"), 3);
+    assert_eq!(
+        h.store.get(&PublicKey([2; 32])).unwrap().endpoint,
+        Some(sa("192.168.1.2:51820"))
+    );
+    // A newer message from the new address: the peer moved.
+    let moved = PeerAnnouncement {
+        timestamp: ann.timestamp + 1,
+        ..ann
+    };
+    let moved = h.seal(MessageType::Hello, &moved);
+    assert!(
+        h.exchange
+            .handle(&moved, sa("192.168.1.66:51900"), now, mono)
+            .reply
+            .is_some()
+    );
+    assert_eq!(
+        h.store.get(&PublicKey([2; 32])).unwrap().endpoint,
+        Some(sa("192.168.1.66:51820"))
+    );
 }
 
 #[test]
