@@ -5,6 +5,8 @@
 //!   (method `dht`), not only through the first host's list; the time to full mesh is printed
 //!   (median of three runs);
 //! - a node stopped with SIGTERM says GOODBYE: the others drop it at once, not after 5 minutes;
+//!   restarted without `--peer`, it gets back in through its peer cache (HELLO to each cached
+//!   peer);
 //! - a hostile host floods a node's exchange port with 100k datagrams (garbage, envelopes of
 //!   another key, replays of a captured HELLO of a member, 65507-byte datagrams): the peer store
 //!   and the member's endpoint are unchanged, the daemon's memory stays bounded, the rate limiter
@@ -120,6 +122,20 @@ fn hosts_that_only_know_one_host_form_a_full_mesh_and_goodbye_removes_a_stopped_
         );
         // The rest of the mesh is intact.
         daemon::wait_full_mesh(&hosts[..3], MESH_UP).unwrap();
+
+        // h4 comes back with no --peer: its peer cache names the others, and its HELLOs put it
+        // back into their stores (they forgot it at its GOODBYE).
+        let secret = lab.dir().join("mesh.secret");
+        let back = Instant::now();
+        Daemon::start(&exe, hosts[3], &secret, &["--no-lan-discovery"])
+            .unwrap()
+            .wait_api(API_UP)
+            .unwrap();
+        daemon::wait_full_mesh(&hosts, MESH_UP).unwrap();
+        eprintln!(
+            "h4 restarted with only its peer cache: full mesh again {:.2} s later",
+            back.elapsed().as_secs_f64()
+        );
     }
     times.sort_by(f64::total_cmp);
     eprintln!(

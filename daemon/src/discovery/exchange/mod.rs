@@ -32,7 +32,9 @@
 //! ([`Exchange::control_endpoint`]). Improvement over Go: a peer learned from an exchange that
 //! we have never heard from directly is contacted at `<its endpoint's host>:<gossip port>` right
 //! away (at most once a minute per address, 8 at a time), so a mesh that only knows one node
-//! converges in one round trip instead of waiting for the DHT or gossip.
+//! converges in one round trip instead of waiting for the DHT or gossip. For the same reason the
+//! peers already stored when the socket opens (restored from the peer cache) get a HELLO: after
+//! our GOODBYE they forgot us, and this brings us back even with every other layer off.
 //!
 //! **Shutdown**: when cancelled, the task sends one GOODBYE to the control endpoint of every
 //! stored peer (each address once; at most [`GOODBYE_DEADLINE`]) before the socket closes, so
@@ -342,7 +344,7 @@ impl ExchangeService {
     ) -> Result<(), TaskError> {
         let mut buf = vec![0u8; MAX_DATAGRAM_LEN];
         let mut in_flight = FuturesUnordered::new();
-        let mut queued: VecDeque<SocketAddr> = VecDeque::new();
+        let mut queued: VecDeque<SocketAddr> = self.stored_peers_to_contact(Instant::now()).into();
         let mut errors = 0u32;
         loop {
             while in_flight.len() < MAX_CONTACTS_IN_FLIGHT {
@@ -743,6 +745,30 @@ impl ExchangeService {
             }
         }
         contact
+    }
+
+    /// The control addresses of the stored peers we have not heard from directly (at start:
+    /// those restored from the peer cache), each once: a node that said GOODBYE was dropped by
+    /// its peers, and this is how it gets back into their stores when nothing else announces it.
+    fn stored_peers_to_contact(&self, mono: Instant) -> Vec<SocketAddr> {
+        let own = self.local.borrow().public_key;
+        let port = self.config.gossip_port;
+        let candidates: BTreeSet<SocketAddr> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|p| {
+                p.public_key != own && self.learned_control_endpoint(&p.public_key).is_none()
+            })
+            .filter_map(|p| p.endpoint)
+            .filter(|e| self.config.ipv6 || e.is_ipv4())
+            .map(|e| rules::default_control_endpoint(e, port))
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|a| self.should_contact(*a, mono))
+            .take(MAX_CONTACTS_QUEUED)
+            .collect()
     }
 
     /// Whether to contact `addr` now (not ours, not contacted within [`CONTACT_DEDUP`]); if so,

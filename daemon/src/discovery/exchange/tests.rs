@@ -801,3 +801,33 @@ async fn a_busy_port_is_a_retrying_layer_until_it_is_free() {
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[test]
+fn stored_peers_we_never_heard_from_are_contacted_when_the_socket_opens() {
+    let h = harness_with([7; 32], 51900, true, false);
+    let mono = Instant::now();
+    let cached = |k: u8, ep: Option<&str>| {
+        let mut u = crate::peers::PeerUpdate::new(PublicKey([k; 32]));
+        u.endpoint = ep.map(sa);
+        h.store.update(u, Method::Cache, mono);
+    };
+    cached(2, Some("198.51.100.2:51820"));
+    cached(3, None);
+    cached(4, Some("[2001:db8::4]:51820")); // IPv6 is off in this harness
+    cached(5, Some("198.51.100.2:51999")); // same host as 2: one contact
+    cached(1, Some("198.51.100.1:51820")); // ourselves
+    // 6 spoke to us already.
+    let now = SystemTime::now();
+    h.exchange.handle(
+        &h.seal(MessageType::Hello, &peer_ann(6, "198.51.100.6:51820", now)),
+        sa("198.51.100.6:51900"),
+        now,
+        mono,
+    );
+    assert_eq!(
+        h.exchange.stored_peers_to_contact(mono),
+        vec![sa("198.51.100.2:51900")]
+    );
+    // Not twice within a minute.
+    assert!(h.exchange.stored_peers_to_contact(mono).is_empty());
+}
