@@ -330,6 +330,12 @@ impl ExchangeService {
         self.socket.send_replace(Some(socket.clone()));
         let result = self.serve(&socket, &cancel).await;
         self.socket.send_replace(None);
+        // HELLOs still waiting end now (`NotRunning`) instead of at their timeout.
+        {
+            let mut state = self.lock();
+            state.waiters.clear();
+            state.waiter_count = 0;
+        }
         if cancel.is_cancelled() {
             self.say_goodbye(&socket).await;
         }

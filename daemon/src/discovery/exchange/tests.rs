@@ -831,3 +831,47 @@ fn stored_peers_we_never_heard_from_are_contacted_when_the_socket_opens() {
     // Not twice within a minute.
     assert!(h.exchange.stored_peers_to_contact(mono).is_empty());
 }
+
+#[tokio::test]
+async fn static_peers_report_which_answered_and_keep_trying_the_others() {
+    use crate::discovery::static_peers::StaticPeers;
+
+    let (a, b) = (node(0xa, false), node(0xb, true));
+    let (cancel_a, run_a) = start(&a).await;
+    let (cancel_b, run_b) = start(&b).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let answering = loopback(&b).to_string();
+    let layer = a.registry.layer("static", LayerState::Running);
+    let task = StaticPeers {
+        peers: vec![answering.parse().unwrap(), silent.parse().unwrap()],
+        exchange: a.exchange.clone(),
+        ipv6: true,
+        layer,
+        counters: a.metrics.layer("static"),
+    };
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(task.run(cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!("answered: {answering}; still trying: {silent}");
+    loop {
+        let layer = a.registry.layers()["static"].clone();
+        if layer.detail.as_deref() == Some(want.as_str()) {
+            assert_eq!(layer.state, LayerState::Running);
+            break;
+        }
+        assert!(Instant::now() < deadline, "static layer: {layer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.store.get(&PublicKey([0xa; 32])).is_some());
+    assert_eq!(
+        a.store.get(&PublicKey([0xb; 32])).unwrap().endpoint_method,
+        Some(Method::Dht)
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    for (c, r) in [(cancel_a, run_a), (cancel_b, run_b)] {
+        c.cancel();
+        r.await.unwrap().unwrap();
+    }
+}
