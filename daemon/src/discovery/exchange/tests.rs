@@ -11,7 +11,7 @@ use crate::config::{MeshSecret, SecretOrigin};
 use crate::crypto::DerivedKeys;
 use crate::metrics::Metrics;
 use crate::supervisor::{LayerState, Registry};
-use crate::wire::{KnownPeer, to_go_json};
+use crate::wire::{KnownPeer, PeerAnnouncement, to_go_json};
 
 const GO_TIME: u64 = 1_763_780_000;
 
