@@ -2,9 +2,11 @@
 //! (crypto-and-wire §6.4, §7). Pure.
 
 pub mod announcement;
+pub mod dandelion;
 pub mod gojson;
 pub mod key;
 
 pub use announcement::{AnnouncementError, KnownPeer, PROTOCOL, PeerAnnouncement};
+pub use dandelion::{DANDELION_NONCE_LEN, DandelionAnnounce};
 pub use gojson::to_go_json;
 pub use key::{KeyError, decode_wg_key};
