@@ -2,6 +2,7 @@
 //! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
 pub mod contact;
+pub mod gossip;
 pub mod lan;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),

@@ -1,0 +1,2 @@
+//! In-mesh gossip.
+pub mod rules;
