@@ -134,15 +134,25 @@ mod tests {
         }
     }
 
+    /// (case, hop before, draw, relays, origin, sender, expected)
+    type RouteRow<'a> = (
+        &'a str,
+        u8,
+        Option<u8>,
+        &'a [(PublicKey, char)],
+        PublicKey,
+        Option<PublicKey>,
+        (u8, Route<char>),
+    );
+
     #[test]
     fn route_table() {
         let (a, b, c) = (key(0xa), key(0xb), key(0xc));
         let relays = [(a, 'a'), (b, 'b')];
         let only_c = [(c, 'c')];
         let origin = key(0x0);
-        // (case, hop before, draw, relays, origin, sender, expected)
         #[rustfmt::skip]
-        let rows: Vec<(&str, u8, Option<u8>, &[(PublicKey, char)], PublicKey, Option<PublicKey>, (u8, Route<char>))> = vec![
+        let rows: Vec<RouteRow<'_>> = vec![
             ("hop 1 goes to relay 1", 0, Some(50), &relays, origin, None, (1, Route::Stem('b'))),
             ("hop 2 goes to relay 0", 1, Some(50), &relays, origin, None, (2, Route::Stem('a'))),
             ("hop 3 goes to relay 1", 2, Some(50), &relays, origin, None, (3, Route::Stem('b'))),

@@ -221,6 +221,14 @@ mod tests {
         }
     }
 
+    /// (case, epoch and its age, candidates, expected)
+    type RotationRow = (
+        &'static str,
+        Option<(Epoch, Duration)>,
+        Vec<Relay>,
+        Option<RotationReason>,
+    );
+
     #[test]
     fn rotation_table() {
         let t0 = Instant::now();
@@ -234,13 +242,7 @@ mod tests {
             (e, age)
         };
         let s = Duration::from_secs;
-        // (case, epoch and its age, candidates, expected)
-        let rows: Vec<(
-            &str,
-            Option<(Epoch, Duration)>,
-            Vec<Relay>,
-            Option<RotationReason>,
-        )> = vec![
+        let rows: Vec<RotationRow> = vec![
             ("start", None, vec![], Some(RotationReason::Start)),
             (
                 "start with peers",

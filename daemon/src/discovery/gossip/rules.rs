@@ -54,6 +54,19 @@ pub enum Drop {
     Invalid(String),
 }
 
+impl Drop {
+    /// A fixed word for the metrics (`dropped` counters by reason).
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Own => "own",
+            Self::TooManyKnownPeers(_) => "too_many_known_peers",
+            Self::BadKey(_) => "bad_key",
+            Self::BadNonce => "bad_nonce",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
 impl fmt::Display for Drop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
