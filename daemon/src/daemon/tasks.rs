@@ -5,6 +5,7 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `gossip` | restart, layers `gossip`, `privacy` | in-mesh gossip and Dandelion++ stems (`--gossip`, `--privacy`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -33,6 +34,8 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::contact::{Exchange, Inbound};
+use crate::discovery::gossip::{self, Gossip, PrivacyMode};
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -42,6 +45,7 @@ use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
+use crate::privacy::Epoch;
 use crate::status::NodeFacts;
 use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
 use crate::system::net::{
@@ -82,6 +86,8 @@ pub struct Node {
     cache: Arc<PeerCache>,
     local: watch::Sender<LocalNode>,
     facts: NodeFacts,
+    /// In-mesh gossip and privacy mode (`--gossip`, `--privacy`).
+    gossip: gossip::Settings,
 }
 
 impl Node {
@@ -168,6 +174,13 @@ impl Node {
             ))),
             local: watch::channel(local).0,
             facts,
+            gossip: gossip::Settings {
+                enabled: opts.discovery.gossip,
+                privacy: opts.discovery.privacy,
+                ipv6: opts.discovery.ipv6,
+                port: keys.gossip_port,
+                epoch_key: keys.epoch_seed,
+            },
         }
     }
 
@@ -355,6 +368,8 @@ impl Node {
             cache.clone().run(store.clone(), ctx)
         });
 
+        let privacy_epoch = self.spawn_gossip(sup, None, reconciled.clone(), &metrics);
+
         // Never fresh (no device read yet): the first read asks for a rebuild.
         let (publisher, snapshots) = snapshot::channel(Snapshot::new(
             self.facts.base.clone(),
@@ -378,6 +393,7 @@ impl Node {
             events: events.clone(),
             publisher,
             memory: std::sync::Mutex::default(),
+            privacy: privacy_epoch,
         });
         sup.spawn_restarting("status", None, move |ctx| status.clone().run(ctx));
 
@@ -418,6 +434,72 @@ impl Node {
                 .await
                 .map_err(TaskError::from)
         });
+    }
+
+    /// Spawns the `gossip` task on `sup` (layer `gossip`, and layer `privacy` with
+    /// `--privacy`), sending through `exchange` and fed by its hand-over queue; `tunnels` tells
+    /// which peers have a working WireGuard session. Without `--gossip`, or without an exchange
+    /// socket to gossip on, both layers are off. Returns the privacy epoch for the status.
+    pub fn spawn_gossip(
+        &self,
+        sup: &Supervisor,
+        exchange: Option<(Arc<dyn Exchange>, tokio::sync::mpsc::Receiver<Inbound>)>,
+        tunnels: watch::Receiver<Reconciled>,
+        metrics: &Metrics,
+    ) -> watch::Receiver<Option<Epoch>> {
+        let settings = &self.gossip;
+        let (epoch_tx, epoch) = watch::channel(None);
+        let exchange = match exchange {
+            Some(parts) if settings.enabled => parts,
+            _ => {
+                if settings.enabled {
+                    tracing::warn!(
+                        "gossip needs the exchange socket (--no-exchange turns it off); gossip is off"
+                    );
+                }
+                sup.registry().layer("gossip", LayerState::Off);
+                sup.registry().layer("privacy", LayerState::Off);
+                return epoch;
+            }
+        };
+        let (exchange, inbound) = exchange;
+        let layer = sup.registry().layer("gossip", LayerState::Running);
+        let privacy = if settings.privacy {
+            Some(PrivacyMode {
+                epoch_key: settings.epoch_key,
+                layer: sup.registry().layer("privacy", LayerState::Running),
+                counters: metrics.layer("privacy"),
+                epoch: epoch_tx,
+            })
+        } else {
+            sup.registry().layer("privacy", LayerState::Off);
+            None
+        };
+        let task = Arc::new(Gossip {
+            exchange,
+            envelope: self.envelope.clone(),
+            port: settings.port,
+            local: self.local.subscribe(),
+            store: self.store.clone(),
+            mesh: self.mesh,
+            ipv6: settings.ipv6,
+            tunnels,
+            layer: layer.clone(),
+            counters: metrics.layer("gossip"),
+            privacy,
+            random: gossip::os_random,
+        });
+        // Kept across restarts of the task: what the exchange queued meanwhile is not lost.
+        let inbound = Arc::new(tokio::sync::Mutex::new(inbound));
+        tracing::info!(privacy = settings.privacy, "in-mesh gossip on");
+        sup.spawn_restarting("gossip", Some(layer), move |ctx| {
+            let (task, inbound) = (task.clone(), inbound.clone());
+            async move {
+                let mut inbound = inbound.lock().await;
+                task.run(&mut inbound, ctx.cancel).await
+            }
+        });
+        epoch
     }
 }
 

@@ -53,6 +53,33 @@ use crate::wire::{DANDELION_NONCE_LEN, DandelionAnnounce, PeerAnnouncement};
 /// Time between gossip rounds (Go `GossipInterval`).
 pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What `wgmeshd join` asked of gossip, and the mesh values it needs.
+#[derive(Clone)]
+pub struct Settings {
+    /// `--gossip`.
+    pub enabled: bool,
+    /// `--privacy`.
+    pub privacy: bool,
+    /// IPv6 endpoints are used (not `--no-ipv6`).
+    pub ipv6: bool,
+    /// The mesh's gossip port.
+    pub port: u16,
+    /// `EpochSeed` derived from the secret.
+    pub epoch_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("enabled", &self.enabled)
+            .field("privacy", &self.privacy)
+            .field("ipv6", &self.ipv6)
+            .field("port", &self.port)
+            .field("epoch_key", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Privacy mode's parts of the gossip task.
 pub struct PrivacyMode {
     /// `EpochSeed` derived from the secret (the HMAC key of every epoch's relay choice).
