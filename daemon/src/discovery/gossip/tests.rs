@@ -245,6 +245,7 @@ async fn every_ten_seconds_one_peer_gets_an_announce_of_everything_we_know() {
         assert!([to(2), to(3), to(4)].contains(dest), "{dest}");
         assert_eq!(opened.msg_type, MessageType::Announce);
         let ann: PeerAnnouncement = opened.payload().unwrap();
+        assert_eq!(ann.validate(), Ok(()), "passes Go's field rules");
         assert_eq!(ann.wg_pubkey, PublicKey([1; 32]).to_string());
         let mut known: Vec<String> = ann
             .known_peers
@@ -317,6 +318,62 @@ async fn an_announce_teaches_the_sender_as_gossip_and_its_peers_as_transitive() 
     assert_eq!(sender.endpoint, Some("192.0.2.2:51820".parse().unwrap()));
     let three = h.gossip.store.get(&PublicKey([3; 32])).unwrap();
     assert_eq!(three.endpoint, None, "wildcard: no endpoint");
+    assert_eq!(h.counts("gossip"), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_go_produced_announce_is_stored_like_go_stores_it() {
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tests/data/compat/vectors/envelopes.json"
+    ))
+    .unwrap();
+    let vector = vectors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["type"] == "ANNOUNCE")
+        .unwrap();
+    let secret = crate::config::MeshSecret::parse(
+        vector["secret"].as_str().unwrap(),
+        crate::config::SecretOrigin::Literal,
+    )
+    .unwrap();
+    let keys = crate::crypto::DerivedKeys::derive(&secret);
+    let datagram = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        vector["datagram_base64"].as_str().unwrap(),
+    )
+    .unwrap();
+    // Opened as the exchange socket would, with the clock at the vector's instant.
+    let at = UNIX_EPOCH + Duration::from_secs(1_763_780_000);
+    let opened = Envelope::new(&keys.gossip_key)
+        .open_raw(&datagram, at)
+        .unwrap();
+    assert_eq!(opened.msg_type, MessageType::Announce);
+    let mut h = harness(false, os_random);
+    let _task = h.start();
+    // Through the tunnel: the source is the sender's mesh IP.
+    h.deliver_opened(opened, "10.1.0.9:51999").await;
+    let sender: PublicKey = vector["payload"]["wg_pubkey"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sender = h.gossip.store.get(&sender).unwrap();
+    assert_eq!(sender.discovered_via, vec![Method::Gossip]);
+    assert_eq!(sender.hostname, "node-2");
+    assert_eq!(sender.endpoint, Some("203.0.113.5:51820".parse().unwrap()));
+    assert_eq!(sender.nat_type.as_deref(), Some("symmetric"));
+    assert_eq!(
+        sender.routable_networks,
+        vec!["192.168.50.0/24".parse().unwrap()]
+    );
+    let gamma: PublicKey = "9APFVLekRwIkLWCe3KoQp4Fy3GImmK3VwUjWQIkkwq8="
+        .parse()
+        .unwrap();
+    let gamma = h.gossip.store.get(&gamma).unwrap();
+    assert_eq!(gamma.discovered_via, vec![Method::GossipTransitive]);
+    assert_eq!(gamma.endpoint, Some("198.51.100.7:51820".parse().unwrap()));
     assert_eq!(h.counts("gossip"), (1, 0));
 }
 
