@@ -179,6 +179,16 @@ fn unix_now(now: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// `epoch 3, relays ab12cd34 ef567890` for the `privacy` layer.
+fn epoch_detail(epoch: &Epoch) -> String {
+    if epoch.relays.is_empty() {
+        format!("epoch {}, no relay yet", epoch.id)
+    } else {
+        let relays: Vec<String> = epoch.relays.iter().map(|r| r.key.short()).collect();
+        format!("epoch {}, relays {}", epoch.id, relays.join(" "))
+    }
+}
+
 /// Every node of a mesh shares the gossip port: the exchange socket of a peer reached through
 /// the tunnel.
 fn through_tunnel(relay: &Relay, port: u16) -> SocketAddr {
@@ -201,7 +211,8 @@ impl Gossip {
         let mut state = State::default();
         self.layer.running(None);
         if let Some(p) = &self.privacy {
-            p.layer.running(None);
+            // After a restart the epoch goes on (it lives in the watch channel).
+            p.layer.running(p.epoch.borrow().as_ref().map(epoch_detail));
             self.rotate_if_due(p);
         }
         let first = tokio::time::Instant::now() + GOSSIP_INTERVAL;
@@ -337,18 +348,13 @@ impl Gossip {
         };
         let next = privacy::rotate(current.as_ref(), &candidates, &p.epoch_key, now);
         let relays: Vec<String> = next.relays.iter().map(|r| r.key.short()).collect();
-        let detail = if relays.is_empty() {
-            format!("epoch {}, no relay yet", next.id)
-        } else {
-            format!("epoch {}, relays {}", next.id, relays.join(" "))
-        };
         tracing::info!(
             epoch = next.id,
             relays = ?relays,
             reason = reason.as_str(),
             "privacy: new epoch"
         );
-        p.layer.running(Some(detail));
+        p.layer.running(Some(epoch_detail(&next)));
         p.epoch.send_replace(Some(next));
     }
 
