@@ -5,6 +5,8 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
+//! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `gossip` | restart, layers `gossip`, `privacy` | in-mesh gossip and Dandelion++ stems (`--gossip`, `--privacy`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
@@ -34,8 +36,9 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
-use crate::discovery::contact::{Exchange, Inbound};
+use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
 use crate::discovery::gossip::{self, Gossip, PrivacyMode};
+use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -71,6 +74,10 @@ pub struct Node {
     log_control: Option<LogControl>,
     introducer: bool,
     lan_discovery: bool,
+    /// The discovery layers beyond the LAN and their settings.
+    discovery: super::DiscoveryOptions,
+    /// The mesh's gossip port: the exchange socket's (and every peer's).
+    gossip_port: u16,
     prefix_len: u8,
     envelope: Envelope,
     lan_group: std::net::SocketAddrV4,
@@ -86,8 +93,8 @@ pub struct Node {
     cache: Arc<PeerCache>,
     local: watch::Sender<LocalNode>,
     facts: NodeFacts,
-    /// In-mesh gossip and privacy mode (`--gossip`, `--privacy`).
-    gossip: gossip::Settings,
+    /// `EpochSeed` derived from the secret: the key of privacy mode's relay choice.
+    epoch_seed: [u8; 32],
 }
 
 impl Node {
@@ -155,6 +162,8 @@ impl Node {
             log_control: opts.log_control.clone(),
             introducer: opts.introducer,
             lan_discovery: opts.lan_discovery,
+            discovery: opts.discovery.clone(),
+            gossip_port: keys.gossip_port,
             prefix_len: mesh_v4.prefix_len(),
             envelope: Envelope::new(&keys.gossip_key),
             lan_group: keys.lan_multicast(),
@@ -174,13 +183,7 @@ impl Node {
             ))),
             local: watch::channel(local).0,
             facts,
-            gossip: gossip::Settings {
-                enabled: opts.discovery.gossip,
-                privacy: opts.discovery.privacy,
-                ipv6: opts.discovery.ipv6,
-                port: keys.gossip_port,
-                epoch_key: keys.epoch_seed,
-            },
+            epoch_seed: keys.epoch_seed,
         }
     }
 
@@ -360,6 +363,64 @@ impl Node {
             tracing::info!("LAN discovery disabled");
         }
 
+        // --- Exchange socket (layer `exchange`). The DHT, gossip and rendezvous layers take what
+        // they need from `exchange_parts` (`None`: --no-exchange).
+        let mut exchange_parts: Option<ExchangeParts> = if self.discovery.exchange {
+            let layer = sup.registry().layer("exchange", LayerState::Running);
+            let parts = ExchangeService::build(
+                ExchangeConfig {
+                    envelope: self.envelope.clone(),
+                    gossip_port: self.gossip_port,
+                    punching: self.discovery.punching,
+                    ipv6: self.discovery.ipv6,
+                },
+                self.local.clone(),
+                self.store.clone(),
+                interfaces.clone(),
+                layer.clone(),
+                metrics.layer("exchange"),
+            );
+            let exchange = parts.exchange.clone();
+            sup.spawn_restarting("exchange", Some(layer), move |ctx| {
+                exchange.clone().run(ctx.cancel)
+            });
+            Some(parts)
+        } else {
+            sup.registry().layer("exchange", LayerState::Off);
+            tracing::info!("exchange socket disabled (--no-exchange)");
+            None
+        };
+        // --- Static peers (layer `static`): HELLO each `--peer` through the exchange.
+        match (&exchange_parts, self.discovery.static_peers.is_empty()) {
+            (Some(parts), false) => {
+                let layer = sup.registry().layer("static", LayerState::Running);
+                let task = StaticPeers {
+                    peers: self.discovery.static_peers.clone(),
+                    exchange: parts.exchange.clone(),
+                    ipv6: self.discovery.ipv6,
+                    layer: layer.clone(),
+                    counters: metrics.layer("static"),
+                };
+                sup.spawn_restarting("static-peers", Some(layer), move |ctx| {
+                    task.clone().run(ctx.cancel)
+                });
+            }
+            (None, false) => {
+                sup.registry().layer("static", LayerState::Off);
+                tracing::warn!(
+                    "--peer is ignored: static peers are contacted through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (_, true) => {
+                sup.registry().layer("static", LayerState::Off);
+            }
+        }
+        // --- end exchange
+
+        // --- Gossip (layers `gossip`, `privacy`): takes the ANNOUNCE / DANDELION_STEM queue.
+        let privacy_epoch =
+            self.spawn_gossip(sup, exchange_parts.as_mut(), reconciled.clone(), &metrics);
+
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
@@ -367,8 +428,6 @@ impl Node {
         sup.spawn_restarting("cache", None, move |ctx| {
             cache.clone().run(store.clone(), ctx)
         });
-
-        let privacy_epoch = self.spawn_gossip(sup, None, reconciled.clone(), &metrics);
 
         // Never fresh (no device read yet): the first read asks for a rebuild.
         let (publisher, snapshots) = snapshot::channel(Snapshot::new(
@@ -434,25 +493,33 @@ impl Node {
                 .await
                 .map_err(TaskError::from)
         });
+        // Whatever no layer took: a queue without its receiver drops what arrives for it
+        // (counted as `no_receiver`), e.g. ANNOUNCE while gossip is off.
+        drop(exchange_parts);
     }
 
     /// Spawns the `gossip` task on `sup` (layer `gossip`, and layer `privacy` with
-    /// `--privacy`), sending through `exchange` and fed by its hand-over queue; `tunnels` tells
-    /// which peers have a working WireGuard session. Without `--gossip`, or without an exchange
-    /// socket to gossip on, both layers are off. Returns the privacy epoch for the status.
-    pub fn spawn_gossip(
+    /// `--privacy`), sending through the exchange and taking its `ANNOUNCE` / `DANDELION_STEM`
+    /// queue out of `exchange` (left with a closed one); `tunnels` tells which peers have a
+    /// working WireGuard session. Without `--gossip`, or without an exchange socket to gossip on,
+    /// both layers are off. Returns the privacy epoch for the status.
+    fn spawn_gossip(
         &self,
         sup: &Supervisor,
-        exchange: Option<(Arc<dyn Exchange>, tokio::sync::mpsc::Receiver<Inbound>)>,
+        exchange: Option<&mut ExchangeParts>,
         tunnels: watch::Receiver<Reconciled>,
         metrics: &Metrics,
     ) -> watch::Receiver<Option<Epoch>> {
-        let settings = &self.gossip;
+        let (enabled, privacy) = (self.discovery.gossip, self.discovery.privacy);
         let (epoch_tx, epoch) = watch::channel(None);
-        let exchange = match exchange {
-            Some(parts) if settings.enabled => parts,
+        let (exchange, inbound) = match exchange {
+            Some(parts) if enabled => {
+                let closed = tokio::sync::mpsc::channel(1).1;
+                let inbound = std::mem::replace(&mut parts.announcements, closed);
+                (parts.exchange.clone(), inbound)
+            }
             _ => {
-                if settings.enabled {
+                if enabled {
                     tracing::warn!(
                         "gossip needs the exchange socket (--no-exchange turns it off); gossip is off"
                     );
@@ -462,11 +529,10 @@ impl Node {
                 return epoch;
             }
         };
-        let (exchange, inbound) = exchange;
         let layer = sup.registry().layer("gossip", LayerState::Running);
-        let privacy = if settings.privacy {
+        let privacy_mode = if privacy {
             Some(PrivacyMode {
-                epoch_key: settings.epoch_key,
+                epoch_key: self.epoch_seed,
                 layer: sup.registry().layer("privacy", LayerState::Running),
                 counters: metrics.layer("privacy"),
                 epoch: epoch_tx,
@@ -478,20 +544,20 @@ impl Node {
         let task = Arc::new(Gossip {
             exchange,
             envelope: self.envelope.clone(),
-            port: settings.port,
+            port: self.gossip_port,
             local: self.local.subscribe(),
             store: self.store.clone(),
             mesh: self.mesh,
-            ipv6: settings.ipv6,
+            ipv6: self.discovery.ipv6,
             tunnels,
             layer: layer.clone(),
             counters: metrics.layer("gossip"),
-            privacy,
+            privacy: privacy_mode,
             random: gossip::os_random,
         });
         // Kept across restarts of the task: what the exchange queued meanwhile is not lost.
         let inbound = Arc::new(tokio::sync::Mutex::new(inbound));
-        tracing::info!(privacy = settings.privacy, "in-mesh gossip on");
+        tracing::info!(privacy, "in-mesh gossip on");
         sup.spawn_restarting("gossip", Some(layer), move |ctx| {
             let (task, inbound) = (task.clone(), inbound.clone());
             async move {

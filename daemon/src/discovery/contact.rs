@@ -49,6 +49,9 @@ pub enum ContactError {
     /// The exchange socket is not running (starting, retrying or shutting down).
     #[error("the exchange socket is not running")]
     NotRunning,
+    /// Too many HELLOs are waiting for a REPLY already (the table of waiters is bounded).
+    #[error("too many exchanges in progress; try again later")]
+    Busy,
 }
 
 /// The exchange socket as other layers use it.

@@ -2,8 +2,10 @@
 //! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
 pub mod contact;
+pub mod exchange;
 pub mod gossip;
 pub mod lan;
+pub mod static_peers;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),
 /// else empty (Go sends an empty hostname when it has none).

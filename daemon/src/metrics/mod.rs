@@ -114,6 +114,8 @@ pub struct LayerCounters {
 struct LayerInner {
     events: AtomicU64,
     sends: AtomicU64,
+    /// Reason → datagrams dropped. Reasons are fixed strings, so the map stays small.
+    drops: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl LayerCounters {
@@ -126,6 +128,27 @@ impl LayerCounters {
     /// The layer sent something (LAN: one announcement on one interface).
     pub fn sent(&self) {
         self.inner.sends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The layer dropped something it received, for `reason` (a fixed word such as
+    /// `rate_limited` or `authentication`, never text from the network).
+    pub fn dropped(&self, reason: &'static str) {
+        *self
+            .inner
+            .drops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Drops so far, by reason.
+    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+        self.inner
+            .drops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -181,6 +204,8 @@ pub struct CounterValues {
     pub reconcile_changes: [u64; 4],
     /// Layer → (events, sends).
     pub layers: BTreeMap<&'static str, (u64, u64)>,
+    /// (layer, reason) → datagrams dropped.
+    pub layer_drops: BTreeMap<(&'static str, &'static str), u64>,
     /// (route, status) → requests.
     pub api_requests: BTreeMap<(String, u16), u64>,
 }
@@ -234,18 +259,29 @@ impl Metrics {
     /// Every counter now.
     pub fn values(&self) -> CounterValues {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (layers, layer_drops) = {
+            let map = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
+            let layers = map
+                .iter()
+                .map(|(name, c)| (*name, (load(&c.inner.events), load(&c.inner.sends))))
+                .collect();
+            let drops = map
+                .iter()
+                .flat_map(|(name, c)| {
+                    c.drops()
+                        .into_iter()
+                        .map(move |(reason, n)| ((*name, reason), n))
+                })
+                .collect();
+            (layers, drops)
+        };
         CounterValues {
             reconcile_runs: load(&self.reconcile_runs),
             reconcile_failures: load(&self.reconcile_failures),
             reconcile_duration: self.reconcile_duration.values(),
             reconcile_changes: self.reconcile_changes.each_ref().map(load),
-            layers: self
-                .layers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|(name, c)| (*name, (load(&c.inner.events), load(&c.inner.sends))))
-                .collect(),
+            layers,
+            layer_drops,
             api_requests: self
                 .api_requests
                 .lock()
@@ -450,6 +486,18 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
     for (layer, (_, sends)) in &counters.layers {
         e.sample("wgmesh_discovery_sends_total", &[("layer", layer)], *sends);
     }
+    e.family(
+        "wgmesh_discovery_drops_total",
+        "counter",
+        "Datagrams a discovery layer received and dropped, by reason (exchange: rate_limited, malformed, authentication, stale, …).",
+    );
+    for ((layer, reason), n) in &counters.layer_drops {
+        e.sample(
+            "wgmesh_discovery_drops_total",
+            &[("layer", layer), ("reason", reason)],
+            *n,
+        );
+    }
 
     e.family(
         "wgmesh_api_requests_total",
@@ -525,6 +573,10 @@ mod tests {
         lan.event();
         lan.event();
         lan.sent();
+        let exchange = m.layer("exchange");
+        exchange.dropped("rate_limited");
+        exchange.dropped("rate_limited");
+        exchange.dropped("authentication");
         m.reconcile_pass(
             Duration::from_millis(7),
             PassCounts {
@@ -587,6 +639,16 @@ mod tests {
             ),
             ("wgmesh_discovery_events_total", &[("layer", "lan")], 2.0),
             ("wgmesh_discovery_sends_total", &[("layer", "lan")], 1.0),
+            (
+                "wgmesh_discovery_drops_total",
+                &[("layer", "exchange"), ("reason", "rate_limited")],
+                2.0,
+            ),
+            (
+                "wgmesh_discovery_drops_total",
+                &[("layer", "exchange"), ("reason", "authentication")],
+                1.0,
+            ),
             (
                 "wgmesh_api_requests_total",
                 &[("route", "/v1/peers"), ("status", "200")],

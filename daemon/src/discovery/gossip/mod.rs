@@ -53,33 +53,6 @@ use crate::wire::{DANDELION_NONCE_LEN, DandelionAnnounce, PeerAnnouncement};
 /// Time between gossip rounds (Go `GossipInterval`).
 pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// What `wgmeshd join` asked of gossip, and the mesh values it needs.
-#[derive(Clone)]
-pub struct Settings {
-    /// `--gossip`.
-    pub enabled: bool,
-    /// `--privacy`.
-    pub privacy: bool,
-    /// IPv6 endpoints are used (not `--no-ipv6`).
-    pub ipv6: bool,
-    /// The mesh's gossip port.
-    pub port: u16,
-    /// `EpochSeed` derived from the secret.
-    pub epoch_key: [u8; 32],
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("enabled", &self.enabled)
-            .field("privacy", &self.privacy)
-            .field("ipv6", &self.ipv6)
-            .field("port", &self.port)
-            .field("epoch_key", &"<redacted>")
-            .finish()
-    }
-}
-
 /// Privacy mode's parts of the gossip task.
 pub struct PrivacyMode {
     /// `EpochSeed` derived from the secret (the HMAC key of every epoch's relay choice).
@@ -157,8 +130,6 @@ struct State {
     send_error: Option<String>,
     /// What the layer shows now (set only when it changes).
     reported: Option<Report>,
-    /// Messages dropped since start (until the layer counters count drops by reason).
-    dropped: u64,
 }
 
 /// 64 random bits from the OS, `None` if it has none to give.
@@ -405,34 +376,41 @@ impl Gossip {
         sent
     }
 
-    /// Logs and counts a dropped message.
+    /// Logs and counts (by `reason`, on `counters`: the layer the message was for) a dropped
+    /// message.
     fn dropped(
-        &self,
-        state: &mut State,
+        counters: &LayerCounters,
         reason: &'static str,
         source: SocketAddr,
         why: &dyn std::fmt::Display,
     ) {
-        state.dropped += 1;
-        tracing::debug!(%source, reason, %why, dropped = state.dropped, "gossip: dropped a message");
+        counters.dropped(reason);
+        tracing::debug!(%source, reason, %why, "gossip: dropped a message");
+    }
+
+    /// The counters of the layer stems belong to (`privacy`, or `gossip` without it).
+    fn stem_counters(&self) -> &LayerCounters {
+        self.privacy
+            .as_ref()
+            .map_or(&self.counters, |p| &p.counters)
     }
 
     /// Handles one message from the exchange socket.
     async fn handle(&self, msg: Inbound, state: &mut State) {
         match msg.opened.msg_type {
-            MessageType::Announce => self.on_announce(&msg, state),
+            MessageType::Announce => self.on_announce(&msg),
             MessageType::Stem => self.on_stem(&msg, state).await,
             other => {
                 let why = format!("type {other} is not gossip's");
-                self.dropped(state, "wrong_type", msg.source, &why);
+                Self::dropped(&self.counters, "wrong_type", msg.source, &why);
             }
         }
     }
 
-    fn on_announce(&self, msg: &Inbound, state: &mut State) {
+    fn on_announce(&self, msg: &Inbound) {
         let ann: PeerAnnouncement = match msg.opened.payload() {
             Ok(a) => a,
-            Err(error) => return self.dropped(state, "malformed", msg.source, &error),
+            Err(error) => return Self::dropped(&self.counters, "malformed", msg.source, &error),
         };
         let updates = match rules::announce_updates(&ann, msg.source, &self.context()) {
             Ok(u) => u,
@@ -440,7 +418,9 @@ impl Gossip {
                 tracing::debug!(source = %msg.source, "gossip: our own ANNOUNCE came back");
                 return;
             }
-            Err(error) => return self.dropped(state, error.reason(), msg.source, &error),
+            Err(error) => {
+                return Self::dropped(&self.counters, error.reason(), msg.source, &error);
+            }
         };
         self.counters.event();
         self.layer.success();
@@ -470,7 +450,9 @@ impl Gossip {
     async fn on_stem(&self, msg: &Inbound, state: &mut State) {
         let mut stem: DandelionAnnounce = match msg.opened.payload() {
             Ok(s) => s,
-            Err(error) => return self.dropped(state, "malformed", msg.source, &error),
+            Err(error) => {
+                return Self::dropped(self.stem_counters(), "malformed", msg.source, &error);
+            }
         };
         let CheckedStem { origin, nonce } = match rules::check_stem(&stem, &self.context()) {
             Ok(c) => c,
@@ -478,11 +460,13 @@ impl Gossip {
                 tracing::debug!(source = %msg.source, "privacy: our own stem came back");
                 return;
             }
-            Err(error) => return self.dropped(state, error.reason(), msg.source, &error),
+            Err(error) => {
+                return Self::dropped(self.stem_counters(), error.reason(), msg.source, &error);
+            }
         };
         if !state.seen.first_time(nonce) {
-            tracing::debug!(source = %msg.source, origin = %origin.short(), "privacy: stem seen before; dropped");
-            return;
+            let why = format!("stem of {} seen before", origin.short());
+            return Self::dropped(self.stem_counters(), "repeated", msg.source, &why);
         }
         let relays: Vec<(PublicKey, Relay)> = match &self.privacy {
             Some(p) => {

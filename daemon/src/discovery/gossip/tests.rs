@@ -172,6 +172,17 @@ impl Harness {
     fn counts(&self, layer: &str) -> (u64, u64) {
         self.metrics.values().layers[layer]
     }
+
+    /// Drops counted on `layer`, by reason.
+    fn drops(&self, layer: &str) -> Vec<(&'static str, u64)> {
+        self.metrics
+            .values()
+            .layer_drops
+            .into_iter()
+            .filter(|((l, _), _)| *l == layer)
+            .map(|((_, reason), n)| (reason, n))
+            .collect()
+    }
 }
 
 /// Lets the task handle what is queued (time is paused: this costs no real time).
@@ -562,6 +573,7 @@ async fn a_stem_is_passed_on_to_a_relay_that_is_neither_its_origin_nor_its_sende
     h.deliver(MessageType::Stem, &stem_from(9, 0, 0xa1), "10.1.0.8:51847")
         .await;
     assert!(h.take_sent().is_empty());
+    assert_eq!(h.drops("privacy"), [("repeated", 1)]);
     assert_eq!(h.counts("privacy").0, 2);
 }
 
@@ -671,4 +683,8 @@ async fn bad_stems_change_nothing_and_send_nothing() {
     assert!(h.take_sent().is_empty());
     assert_eq!(h.gossip.store.list().len(), 1, "only peer 2");
     assert_eq!(h.counts("privacy"), (0, 0));
+    assert_eq!(
+        h.drops("privacy"),
+        [("bad_nonce", 1), ("invalid", 1), ("malformed", 1)]
+    );
 }

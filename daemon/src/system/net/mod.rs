@@ -45,6 +45,7 @@ pub mod multicast;
 mod netlink;
 mod plan;
 mod sysctl;
+pub mod udp;
 
 use std::io;
 use std::net::IpAddr;
