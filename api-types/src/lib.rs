@@ -127,6 +127,13 @@ pub struct Status {
     pub introducer: bool,
     /// Networks this node advertises to its peers.
     pub advertise_routes: Vec<String>,
+    /// This node's WireGuard endpoint as the outside sees it (`ip:port`, `[ipv6]:port`), as it
+    /// is announced: learned by STUN, a global IPv6 address or a peer's observation; `null`
+    /// until one is known (peers then use the address our packets come from).
+    pub public_endpoint: Option<String>,
+    /// This node's NAT type as STUN measured it: `cone`, `symmetric` or `unknown`; `null` until
+    /// measured (or with STUN off).
+    pub nat_type: Option<String>,
     /// Each discovery layer by name (`lan`, …): whether it works, and its last error.
     pub discovery: BTreeMap<String, LayerStatus>,
     /// Privacy mode's current epoch (`--privacy`); `null` without privacy mode.
@@ -268,6 +275,8 @@ pub struct Peer {
     pub discovered_via: Vec<String>,
     /// The peer is an introducer.
     pub introducer: bool,
+    /// The NAT type the peer announced (`cone`, `symmetric`, `unknown`), if it did.
+    pub nat_type: Option<String>,
     /// Networks the peer routes for.
     pub routable_networks: Vec<String>,
     /// Seconds since the peer was last heard of.
@@ -335,6 +344,8 @@ mod tests {
             uptime_seconds: 5,
             introducer: false,
             advertise_routes: vec!["192.168.10.0/24".into()],
+            public_endpoint: Some("203.0.113.7:51820".into()),
+            nat_type: Some("cone".into()),
             discovery: BTreeMap::from([(
                 "lan".to_owned(),
                 LayerStatus {
@@ -391,6 +402,7 @@ mod tests {
                 endpoint_method: Some("lan".into()),
                 discovered_via: vec!["lan".into()],
                 introducer: false,
+                nat_type: Some("symmetric".into()),
                 routable_networks: vec![],
                 last_seen_seconds_ago: 1,
                 state: "active".into(),

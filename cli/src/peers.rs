@@ -284,6 +284,7 @@ pub fn render_peer(p: &Peer) -> String {
         )
         .row("Discovered via", list(&p.discovered_via))
         .row("Introducer", if p.introducer { "yes" } else { "no" })
+        .row("NAT type", or_dash(p.nat_type.as_deref()))
         .row("Routes", list(&p.routable_networks));
     let refused: Vec<String> = p
         .routes_refused

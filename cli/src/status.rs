@@ -43,6 +43,11 @@ pub fn render(s: &Status) -> String {
         .row("Network ID", &s.network_id)
         .row("Listen port", s.listen_port.to_string())
         .row(
+            "Endpoint",
+            s.public_endpoint.as_deref().unwrap_or("not known yet"),
+        )
+        .row("NAT type", s.nat_type.as_deref().unwrap_or("not measured"))
+        .row(
             "Backend",
             format!("{} ({})", s.wg_backend, s.wg_backend_reason),
         )

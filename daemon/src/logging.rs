@@ -66,8 +66,10 @@ impl LogLevel {
 }
 
 /// Directives always added after the level: the embedded WireGuard engine logs one line per peer
-/// change at `info`, so it is kept at `warn` (unless `RUST_LOG` names it).
-const QUIET_TARGETS: &str = "gotatun=warn";
+/// change at `info`, so it is kept at `warn`; the DHT library logs every query response at
+/// `debug` and an `error` every few seconds while its routing table is empty, which the `dht`
+/// layer reports itself (once per change), so it is silent. `RUST_LOG` can name either.
+const QUIET_TARGETS: &str = "gotatun=warn,mainline=off";
 
 /// The filter for `level` with the user's `RUST_LOG` directives on top: later directives win
 /// for the targets they name, so `RUST_LOG` keeps precedence where it says something and the

@@ -150,6 +150,8 @@ pub fn status(facts: &NodeFacts, inputs: &Inputs<'_>) -> api::Status {
         mesh_ip: inputs.local.mesh_ip.to_string(),
         mesh_ipv6: inputs.local.mesh_ipv6.to_string(),
         introducer: inputs.local.introducer,
+        public_endpoint: inputs.local.public_endpoint.map(|e| e.to_string()),
+        nat_type: inputs.local.nat_type.map(|n| n.as_str().to_owned()),
         advertise_routes: inputs
             .local
             .advertise_routes
@@ -323,6 +325,7 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                     .map(|m| m.as_str().to_owned())
                     .collect(),
                 introducer: p.introducer,
+                nat_type: p.nat_type.clone(),
                 routable_networks: p
                     .routable_networks
                     .iter()
@@ -672,5 +675,41 @@ mod tests {
         let list = peer_list(&inputs);
         let states: Vec<&str> = list.peers.iter().map(|p| p.state.as_str()).collect();
         assert_eq!(states, ["active", "dead"]);
+    }
+
+    #[test]
+    fn status_and_peers_show_the_public_endpoint_and_nat_types() {
+        let now = Instant::now();
+        let mut natted = peer(1, now);
+        natted.nat_type = Some("symmetric".into());
+        let peers = [natted, peer(2, now)];
+        let reconciled = Reconciled::default();
+        let local = crate::node::tests::local();
+        let facts = NodeFacts {
+            base: api::Status::default(),
+            started: now,
+        };
+        let layers = BTreeMap::new();
+        let inputs = |local| Inputs {
+            peers: &peers,
+            reconciled: &reconciled,
+            local,
+            tasks: &[],
+            layers: &layers,
+            interface: InterfaceState::Up,
+            now,
+            wall: SystemTime::now(),
+        };
+        let st = status(&facts, &inputs(&local));
+        assert_eq!((st.public_endpoint, st.nat_type), (None, None));
+        let mut local = local.clone();
+        local.public_endpoint = Some("203.0.113.7:51820".parse().unwrap());
+        local.nat_type = Some(crate::node::NatType::Cone);
+        let st = status(&facts, &inputs(&local));
+        assert_eq!(st.public_endpoint.as_deref(), Some("203.0.113.7:51820"));
+        assert_eq!(st.nat_type.as_deref(), Some("cone"));
+        let list = peer_list(&inputs(&local));
+        let nats: Vec<Option<&str>> = list.peers.iter().map(|p| p.nat_type.as_deref()).collect();
+        assert_eq!(nats, [Some("symmetric"), None]);
     }
 }

@@ -48,6 +48,7 @@ fn peer(n: u8, mesh_ip: &str, state: &str, via: Option<&str>) -> Peer {
         endpoint_method: via.map(str::to_owned),
         discovered_via: via.map(str::to_owned).into_iter().collect(),
         introducer: n == 1,
+        nat_type: None,
         routable_networks: vec![],
         last_seen_seconds_ago: u64::from(n),
         state: state.into(),

@@ -18,7 +18,11 @@
 //!
 //! Topologies: [`Lab::one_lan`] (N hosts on LAN 1), [`Lab::two_lans`] (LAN 1 and LAN 2 joined
 //! by one host with `eth0` on LAN 1 and `eth1` on LAN 2) and any other mix with
-//! [`Lab::builder`].
+//! [`Lab::builder`]. A *public* LAN ([`LabBuilder::public_lan`]) uses a documentation range
+//! (`203.0.113.0/24`, then `198.51.100.0/24`, `192.0.2.0/24`) instead of `192.168.x/24`, so that
+//! software which ignores private addresses (STUN results, observed endpoints, introducer
+//! candidates) treats its hosts as the Internet; those addresses exist only inside the lab's
+//! namespaces. Hosts behind a NAT router: [`LabBuilder::nat_host`] (see the section "NAT").
 //!
 //! Files: the lab owns a directory `$TMPDIR/wgmesh-lab-<pid>-<n>-<test>/` with one directory per
 //! host holding `state/` (for `--state-dir`), `run/` (bind-mounted on `/run/wireguard` for every
@@ -308,18 +312,53 @@ fn tail(text: &str, lines: usize) -> &str {
 #[derive(Debug, Clone)]
 pub struct LabBuilder {
     test_name: String,
-    lans: Vec<Vec<String>>,
+    lans: Vec<LanSpec>,
     /// Whether hosts get `224.0.0.0/4 dev eth0` (the default).
     multicast_route: bool,
+    /// Hosts behind a NAT router of their own, in call order (see [`LabBuilder::nat_host`]).
+    nat_hosts: Vec<(String, NatKind)>,
 }
+
+/// One LAN as the builder was given it.
+#[derive(Debug, Clone)]
+struct LanSpec {
+    hosts: Vec<String>,
+    /// `None`: `192.168.<100 + lan>.0/24`.
+    subnet: Option<Ipv4Net>,
+}
+
+/// The subnets of public LANs, in the order [`LabBuilder::public_lan`] hands them out
+/// (documentation ranges, RFC 5737).
+const PUBLIC_SUBNETS: [[u8; 3]; 3] = [[203, 0, 113], [198, 51, 100], [192, 0, 2]];
 
 impl LabBuilder {
     /// Adds the next LAN (LAN 1, LAN 2, … in call order, subnet `192.168.<100 + lan>.0/24`)
     /// with these hosts. Host names: lowercase letters, digits, `_` and `-`, at most 20 bytes,
     /// not `br`.
     pub fn lan<S: AsRef<str>>(mut self, hosts: &[S]) -> Self {
-        self.lans
-            .push(hosts.iter().map(|h| h.as_ref().to_owned()).collect());
+        self.lans.push(LanSpec {
+            hosts: hosts.iter().map(|h| h.as_ref().to_owned()).collect(),
+            subnet: None,
+        });
+        self
+    }
+
+    /// Adds the next LAN like [`LabBuilder::lan`], but with a public-looking subnet: the first
+    /// public LAN is `203.0.113.0/24`, the second `198.51.100.0/24`, the third `192.0.2.0/24`
+    /// (documentation ranges: not private, not loopback or link-local, so "is this address
+    /// public?" rules accept them; they never leave the lab's namespaces). Host addresses are
+    /// `<subnet>.<host number>` as on any LAN. More than three public LANs fail at `build`.
+    pub fn public_lan<S: AsRef<str>>(mut self, hosts: &[S]) -> Self {
+        let n = self.lans.iter().filter(|l| l.subnet.is_some()).count();
+        let subnet = PUBLIC_SUBNETS
+            .get(n)
+            .and_then(|[a, b, c]| Ipv4Net::new(Ipv4Addr::new(*a, *b, *c, 0), 24).ok())
+            // Out of ranges: an invalid /0 placeholder that `build` refuses.
+            .unwrap_or_default();
+        self.lans.push(LanSpec {
+            hosts: hosts.iter().map(|h| h.as_ref().to_owned()).collect(),
+            subnet: Some(subnet),
+        });
         self
     }
 
@@ -335,15 +374,19 @@ impl LabBuilder {
     /// far is removed again.
     pub fn build(self) -> Result<Lab> {
         ensure!(!self.lans.is_empty(), "a lab needs at least one LAN");
-        ensure!(self.lans.len() <= 150, "at most 150 LANs");
         // Host numbers in order of first appearance.
         let mut order: Vec<String> = Vec::new();
         for (i, lan) in self.lans.iter().enumerate() {
-            ensure!(!lan.is_empty(), "LAN {} has no hosts", i + 1);
-            for h in lan {
+            ensure!(!lan.hosts.is_empty(), "LAN {} has no hosts", i + 1);
+            ensure!(
+                lan.subnet.is_none_or(|s| s.prefix_len() == 24),
+                "at most {} public LANs",
+                PUBLIC_SUBNETS.len()
+            );
+            for h in &lan.hosts {
                 validate_host_name(h)?;
                 ensure!(
-                    lan.iter().filter(|x| *x == h).count() == 1,
+                    lan.hosts.iter().filter(|x| *x == h).count() == 1,
                     "host {h} is listed twice on LAN {}",
                     i + 1
                 );
@@ -352,7 +395,14 @@ impl LabBuilder {
                 }
             }
         }
+        // NAT hosts and their routers come last, so they never renumber the other hosts.
+        let mut lans = self.lans.clone();
+        let nats = nat_lans(&self.nat_hosts, &mut lans, &mut order)?;
+        ensure!(lans.len() <= 150, "at most 150 LANs");
         ensure!(order.len() <= 250, "at most 250 hosts");
+        if !nats.is_empty() {
+            require_tool("nft", "nftables");
+        }
 
         SWEEP.call_once(|| {
             if let Err(e) = sweep_stale() {
@@ -383,11 +433,12 @@ impl LabBuilder {
             namespaces: Vec::new(),
             procs: procs.clone(),
             keep_dir: std::env::var("WGMESH_LAB_KEEP").is_ok_and(|v| v == "1"),
+            nats: Vec::new(),
         };
         // From here on, `lab` is the cleanup guard: an early return drops it.
         let bridge_ns = lab.bridge_ns.clone();
         lab.add_namespace(&bridge_ns)?;
-        for (i, _) in self.lans.iter().enumerate() {
+        for (i, spec) in lans.iter().enumerate() {
             let lan = i + 1;
             let bridge = format!("br{lan}");
             ip(&[
@@ -402,11 +453,12 @@ impl LabBuilder {
                 "0",
             ])?;
             ip(&["-n", &bridge_ns, "link", "set", &bridge, "up"])?;
-            lab.lans.push(Lan {
-                subnet: Ipv4Net::new(Ipv4Addr::new(192, 168, 100 + lan as u8, 0), 24)
+            let subnet = match spec.subnet {
+                Some(subnet) => subnet,
+                None => Ipv4Net::new(Ipv4Addr::new(192, 168, 100 + lan as u8, 0), 24)
                     .context("LAN subnet")?,
-                bridge,
-            });
+            };
+            lab.lans.push(Lan { subnet, bridge });
         }
 
         for (hi, name) in order.iter().enumerate() {
@@ -419,8 +471,8 @@ impl LabBuilder {
                 fs::create_dir_all(&p).with_context(|| format!("creating {p:?}"))?;
             }
             let mut ifaces = Vec::new();
-            for (li, members) in self.lans.iter().enumerate() {
-                if !members.contains(name) {
+            for (li, spec) in lans.iter().enumerate() {
+                if !spec.hosts.contains(name) {
                     continue;
                 }
                 let lan = li + 1;
@@ -493,6 +545,10 @@ impl LabBuilder {
         for host in &lab.hosts {
             host.wait_links_up()?;
         }
+        for nat in &nats {
+            lab.set_up_nat(nat)?;
+        }
+        lab.nats = nats;
         Ok(lab)
     }
 }
@@ -524,7 +580,7 @@ pub struct LabIface {
     pub lan: usize,
     /// The host's address on this LAN.
     pub addr: Ipv4Addr,
-    /// The LAN's subnet (`192.168.<100 + lan>.0/24`).
+    /// The LAN's subnet (`192.168.<100 + lan>.0/24`, or a documentation range on a public LAN).
     pub subnet: Ipv4Net,
     /// Name of the other veth end, a bridge port in the bridge namespace (`l<lan>h<n>`).
     pub bridge_port: String,
@@ -545,6 +601,8 @@ pub struct Lab {
     namespaces: Vec<String>,
     procs: Registry,
     keep_dir: bool,
+    /// The NAT routers, in [`LabBuilder::nat_host`] order.
+    nats: Vec<Nat>,
 }
 
 impl Lab {
@@ -554,6 +612,7 @@ impl Lab {
             test_name: test_name.to_owned(),
             lans: Vec::new(),
             multicast_route: true,
+            nat_hosts: Vec::new(),
         }
     }
 
@@ -703,6 +762,180 @@ impl Drop for Lab {
         } else if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("lab {}: removing {}: {e}", self.prefix, self.dir.display());
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// NAT: hosts behind a router namespace (STUN, rendezvous and hole-punching tests)
+//
+// `LabBuilder::nat_host("a", NatKind::Cone)` puts host `a` behind a NAT router of its own:
+//
+//   LAN 1 (the "public" LAN; make it a `public_lan`)      private LAN of `a` (192.168.x/24)
+//   ── a-nat eth0 (masquerade out of here) ── a-nat ── a-nat eth1 ── a eth0 (default via a-nat)
+//
+// - The router is an ordinary lab host named `<name>-nat` with `eth0` on LAN 1 and `eth1` on
+//   a LAN of its own that is added after every LAN given to the builder; `<name>` has `eth0`
+//   on that private LAN only, and a default route through the router. Routers and NAT hosts
+//   are numbered after every other host (in call order: router, then host), so adding NAT
+//   hosts never changes other hosts' addresses.
+// - The router forwards IPv4 and masquerades what leaves through `eth0` to its LAN-1 address
+//   (nftables, table `ip wgmesh_lab_nat`): `NatKind::Cone` is plain masquerade (one mapping
+//   per private source address and port, whatever the destination, source port kept when
+//   free: endpoint-independent mapping; conntrack still filters inbound traffic to replies,
+//   like a port-restricted cone), `NatKind::Symmetric` masquerades with `fully-random`
+//   (a new random public port for every new destination). Nothing routes *into* a private
+//   LAN: public hosts reach a NAT host only through mappings it opened.
+// - Hosts of LAN 1 reach the NAT host's public side at `Lab::nat_router(name).ip()`.
+
+/// How a lab NAT router maps a private host's flows to its public address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// Plain masquerade: the same public address and port for every destination of one private
+    /// socket (STUN sees `cone`).
+    Cone,
+    /// Masquerade with `fully-random` ports: a different public port per destination (STUN sees
+    /// `symmetric`).
+    Symmetric,
+}
+
+impl NatKind {
+    /// The nftables masquerade statement of this kind.
+    fn masquerade(self) -> &'static str {
+        match self {
+            Self::Cone => "masquerade",
+            Self::Symmetric => "masquerade fully-random",
+        }
+    }
+}
+
+/// One NAT router of a lab.
+#[derive(Debug, Clone)]
+struct Nat {
+    /// The host behind it.
+    host: String,
+    /// The router's host name (`<host>-nat`).
+    router: String,
+    kind: NatKind,
+    /// The private LAN's number.
+    private_lan: usize,
+}
+
+impl LabBuilder {
+    /// Puts a new host `name` behind a NAT router `<name>-nat` of kind `kind`, whose public leg
+    /// is on LAN 1 (see the section "NAT" of this module). `name` must not be on any LAN given
+    /// to [`LabBuilder::lan`] and may be at most 16 bytes (the router's name adds 4). Needs
+    /// `nft` (package nftables) at `build`.
+    pub fn nat_host(mut self, name: &str, kind: NatKind) -> Self {
+        self.nat_hosts.push((name.to_owned(), kind));
+        self
+    }
+}
+
+/// Adds each NAT host's router to LAN 1 and a private LAN for both to `lans`, and both hosts to
+/// `order`; returns the NATs to set up once the hosts exist.
+fn nat_lans(
+    nat_hosts: &[(String, NatKind)],
+    lans: &mut Vec<LanSpec>,
+    order: &mut Vec<String>,
+) -> Result<Vec<Nat>> {
+    let mut nats = Vec::new();
+    for (host, kind) in nat_hosts {
+        validate_host_name(host)?;
+        ensure!(
+            host.len() <= 16,
+            "NAT host name {host:?} is longer than 16 bytes (its router is `{host}-nat`)"
+        );
+        let router = format!("{host}-nat");
+        ensure!(
+            !order.contains(host) && !order.contains(&router),
+            "NAT host {host} (or its router {router}) is already in the lab: a NAT host is on \
+             its private LAN only"
+        );
+        lans[0].hosts.push(router.clone());
+        lans.push(LanSpec {
+            hosts: vec![router.clone(), host.clone()],
+            subnet: None,
+        });
+        order.push(router.clone());
+        order.push(host.clone());
+        nats.push(Nat {
+            host: host.clone(),
+            router,
+            kind: *kind,
+            private_lan: lans.len(),
+        });
+    }
+    Ok(nats)
+}
+
+impl Lab {
+    /// The NAT router in front of NAT host `name` ([`LabBuilder::nat_host`]); its
+    /// [`Host::ip`] is the public address the NAT host's traffic leaves with. Panics when
+    /// `name` is not a NAT host of this lab.
+    pub fn nat_router(&self, name: &str) -> &Host {
+        let nat = self
+            .nats
+            .iter()
+            .find(|n| n.host == name)
+            .unwrap_or_else(|| panic!("lab {} has no NAT host {name:?}", self.prefix));
+        self.host(&nat.router)
+    }
+
+    /// The kind of the NAT in front of `name`, if it is a NAT host.
+    pub fn nat_kind(&self, name: &str) -> Option<NatKind> {
+        self.nats.iter().find(|n| n.host == name).map(|n| n.kind)
+    }
+
+    /// Turns forwarding and masquerading on in the router and gives the host its default
+    /// route.
+    fn set_up_nat(&self, nat: &Nat) -> Result<()> {
+        let router = self.host(&nat.router);
+        let host = self.host(&nat.host);
+        let leg = |lan: usize| {
+            router
+                .ifaces
+                .iter()
+                .find(|i| i.lan == lan)
+                .ok_or_else(|| anyhow!("router {} has no leg on LAN {lan}", router.name))
+        };
+        let public = leg(1)?;
+        let private = leg(nat.private_lan)?;
+        let ruleset = format!(
+            "table ip wgmesh_lab_nat {{\n  chain postrouting {{\n    type nat hook postrouting \
+             priority srcnat; policy accept;\n    oifname \"{}\" {}\n  }}\n}}\n",
+            public.name,
+            nat.kind.masquerade()
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &router.ns, "sh", "-c"])
+            .arg("echo 1 > /proc/sys/net/ipv4/ip_forward && exec nft -f -")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running nft in a NAT router")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(ruleset.as_bytes())
+                .context("writing the NAT ruleset to nft")?;
+        }
+        let out = child.wait_with_output().context("waiting for nft")?;
+        ensure!(
+            out.status.success(),
+            "setting up NAT in {} failed: {}\nruleset:\n{ruleset}",
+            router.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        ip(&[
+            "-n",
+            &host.ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &private.addr.to_string(),
+        ])?;
+        Ok(())
     }
 }
 

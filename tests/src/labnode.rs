@@ -31,7 +31,17 @@
 //!   HOSTNAME (default `wgmesh-labnode`), paced so that the daemon's receive buffer never
 //!   overflows (`wgmesh-lab bench-api` fills a store with them);
 //! - `http-get ADDR PATH`: one HTTP/1.1 `GET PATH` to the TCP address ADDR (a daemon's
-//!   `--metrics-listen`), the whole response (head and body) on stdout.
+//!   `--metrics-listen`), the whole response (head and body) on stdout;
+//! - `stun-server --bind IP:PORT`: a STUN responder for the lab (the daemons' own codec in
+//!   reverse, `wgmeshd::discovery::stun::codec`): every binding request is answered with a
+//!   binding success response whose XOR-MAPPED-ADDRESS is the request's source address; anything
+//!   else is ignored. Prints `listening` once bound, then one `answered SOURCE` line per answer;
+//! - `dht-node --bind IP:PORT`: a mainline DHT node in server mode with no bootstrap of its own
+//!   (the daemon's own DHT code, `wgmeshd::system::dht`), the lab's only bootstrap node; prints
+//!   `listening IP:PORT` once bound and runs until killed;
+//! - `udp-garbage DEST COUNT`: sends COUNT datagrams of garbage (random bytes of random length,
+//!   some oversized, and broken bencode) to DEST as fast as the socket takes them, then prints
+//!   how many were sent and how long it took.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -61,13 +71,17 @@ pub const COMMANDS: &[&str] = &[
     "announce",
     "announce-many",
     "http-get",
+    "stun-server",
+    "dht-node",
+    "udp-garbage",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
                      | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
                      | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
-                     | http-get ADDR PATH";
+                     | http-get ADDR PATH | stun-server --bind IP:PORT \
+                     | dht-node --bind IP:PORT | udp-garbage DEST COUNT";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -148,6 +162,19 @@ where
                 .await
             }
             "http-get" => http_get(arg(&args, 1)?, arg(&args, 2)?).await,
+            "stun-server" => {
+                if args.get(1).map(String::as_str) != Some("--bind") {
+                    bail!("usage: stun-server --bind IP:PORT");
+                }
+                stun_server(arg(&args, 2)?).await
+            }
+            "dht-node" => {
+                if args.get(1).map(String::as_str) != Some("--bind") {
+                    bail!("usage: dht-node --bind IP:PORT");
+                }
+                dht_node(arg(&args, 2)?).await
+            }
+            "udp-garbage" => udp_garbage(arg(&args, 1)?, arg(&args, 2)?).await,
             other => bail!("unknown command {other}"),
         }
     });
@@ -477,6 +504,27 @@ async fn tcp_check(addr: SocketAddr, bytes: usize, timeout_ms: u64) -> anyhow::R
         .map_err(|_| anyhow!("tcp check to {addr} timed out after {timeout_ms} ms"))?
 }
 
+/// Answers every STUN binding request on `bind` with the request's source address.
+async fn stun_server(bind: SocketAddr) -> anyhow::Result<()> {
+    use wgmeshd::discovery::stun::codec;
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("bind {bind}"))?;
+    println!("listening");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        match codec::parse_binding_request(&buf[..n]) {
+            Ok(txn) => {
+                sock.send_to(&codec::binding_response(txn, from), from)
+                    .await?;
+                println!("answered {from}");
+            }
+            Err(e) => eprintln!("ignored {n} bytes from {from}: {e}"),
+        }
+    }
+}
+
 async fn udp_echo(listen: SocketAddr) -> anyhow::Result<()> {
     let sock = tokio::net::UdpSocket::bind(listen).await?;
     println!("listening");
@@ -648,4 +696,92 @@ async fn http_get(addr: SocketAddr, path: String) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow!("GET {path} on {addr}: no answer within 10 s"))?
         .with_context(|| format!("GET {path} on {addr}"))
+}
+
+/// A DHT bootstrap node on `bind` until killed.
+async fn dht_node(bind: std::net::SocketAddrV4) -> anyhow::Result<()> {
+    use wgmeshd::system::dht::{DhtNode, NodeConfig};
+    let node = DhtNode::start(NodeConfig {
+        bind: *bind.ip(),
+        port: bind.port(),
+        bootstrap: Vec::new(),
+    })
+    .await?;
+    if node.local_addr() != bind {
+        bail!(
+            "{bind} is busy (the node would listen on {})",
+            node.local_addr()
+        );
+    }
+    println!("listening {}", node.local_addr());
+    std::future::pending::<()>().await;
+    drop(node);
+    Ok(())
+}
+
+/// Sends `count` garbage datagrams to `dest`: random bytes (1 to 1400 of them, one in 16 of
+/// 4096 to 8191) and broken bencode, from a fixed-seed generator so that runs compare.
+async fn udp_garbage(dest: SocketAddr, count: u64) -> anyhow::Result<()> {
+    let bind: SocketAddr = if dest.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    // xorshift64*: no dependency, same sequence every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    const BENCODE: [&[u8]; 5] = [
+        b"d1:ad2:id20:",
+        b"d1:q4:ping1:t2:aa1:y1:qe",
+        b"d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa5:nodes999999:",
+        b"li1ei2ei3e",
+        b"d1:y1:q1:q13:announce_peer1:ad4:porti-1e5:token0:ee",
+    ];
+    let started = Instant::now();
+    let mut buf = vec![0u8; 8192];
+    let mut sent = 0u64;
+    for i in 0..count {
+        let len = if i % 4 == 0 {
+            let template = BENCODE[(next() % BENCODE.len() as u64) as usize];
+            buf[..template.len()].copy_from_slice(template);
+            template.len()
+        } else {
+            // Every 16th is oversized (more than a DHT node reads: 2048 bytes), fragmented on the
+            // wire.
+            let len = if i % 16 == 1 {
+                4096 + (next() % 4096) as usize
+            } else {
+                1 + (next() % 1400) as usize
+            };
+            for chunk in buf[..len].chunks_mut(8) {
+                let word = next().to_le_bytes();
+                chunk.copy_from_slice(&word[..chunk.len()]);
+            }
+            len
+        };
+        // A full socket buffer (ENOBUFS, EAGAIN) waits a moment and tries again.
+        loop {
+            match sock.send_to(&buf[..len], dest).await {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+    }
+    println!(
+        "{{\"sent\":{sent},\"seconds\":{:.3}}}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

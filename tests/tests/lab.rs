@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use wgmesh_tests::lab::{self, Lab, list_namespaces, wait_until};
+use wgmesh_tests::lab::{self, Lab, NatKind, list_namespaces, wait_until};
 
 /// Root and the tools these tests use; `false` = skip.
 fn ready() -> bool {
@@ -105,6 +105,57 @@ fn two_lans_are_joined_only_by_the_middle_host() {
         .expect("read ip_forward");
     assert_eq!(fwd.trim(), "0", "the joining host forwards");
     eprintln!("two LANs test done in {:?}", t.elapsed());
+}
+
+#[test]
+fn nat_hosts_reach_the_public_lan_only_through_their_router() {
+    if !ready() {
+        return;
+    }
+    let t = Instant::now();
+    let lab = Lab::builder("nat")
+        .public_lan(&["pub"])
+        .nat_host("a", NatKind::Cone)
+        .nat_host("b", NatKind::Symmetric)
+        .build()
+        .expect("build lab");
+    eprintln!(
+        "public LAN with 1 host and 2 NAT hosts built in {:?}",
+        t.elapsed()
+    );
+    let (public, a, b) = (lab.host("pub"), lab.host("a"), lab.host("b"));
+    // Numbering: the builder's hosts first, then router and host per NAT host.
+    let addr = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    assert_eq!(public.ip(), addr("203.0.113.1"));
+    assert_eq!(lab.nat_router("a").ip(), addr("203.0.113.2"));
+    assert_eq!(a.ip(), addr("192.168.102.3"));
+    assert_eq!(lab.nat_router("b").ip(), addr("203.0.113.4"));
+    assert_eq!(b.ip(), addr("192.168.103.5"));
+    assert_eq!(
+        a.interfaces().len(),
+        1,
+        "a NAT host is on its private LAN only"
+    );
+    assert_eq!(lab.nat_kind("b"), Some(NatKind::Symmetric));
+    assert_eq!(lab.nat_kind("pub"), None);
+    assert!(
+        ping(&lab, "a", public.ip()),
+        "a cannot reach the public LAN"
+    );
+    assert!(
+        ping(&lab, "b", public.ip()),
+        "b cannot reach the public LAN"
+    );
+    assert!(
+        !ping(&lab, "pub", a.ip()),
+        "the public LAN reaches a's private address"
+    );
+    assert!(!ping(&lab, "a", b.ip()), "a reaches b's private address");
+    let ruleset = lab
+        .nat_router("b")
+        .exec_ok("nft", &["list", "ruleset"])
+        .expect("nft list ruleset");
+    assert!(ruleset.contains("masquerade fully-random"), "{ruleset}");
 }
 
 #[test]

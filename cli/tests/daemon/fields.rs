@@ -23,6 +23,8 @@ const STATUS_FIELDS: &[(&str, Result<&str, &str>)] = &[
     ("mesh_subnet", Ok("Mesh subnet")),
     ("network_id", Ok("Network ID")),
     ("listen_port", Ok("Listen port")),
+    ("public_endpoint", Ok("Endpoint")),
+    ("nat_type", Ok("NAT type")),
     ("wg_backend", Ok("Backend")),
     ("wg_backend_reason", Ok("Backend")),
     ("uptime_seconds", Ok("Uptime")),
@@ -90,6 +92,10 @@ const PEER_FIELDS: &[(&str, Result<(), &str>)] = &[
         Err("one column too many; `peers get` shows it"),
     ),
     (
+        "peers[].nat_type",
+        Err("one column too many; `peers get` shows it"),
+    ),
+    (
         "peers[].routable_networks[]",
         Err("lists do not fit a table; `peers get` shows them"),
     ),
@@ -119,6 +125,7 @@ const PEER_GET_FIELDS: &[(&str, &str)] = &[
     ("endpoint_method", "Endpoint"),
     ("discovered_via[]", "Discovered via"),
     ("introducer", "Introducer"),
+    ("nat_type", "NAT type"),
     ("routable_networks[]", "Routes"),
     ("last_seen_seconds_ago", "Last seen"),
     ("state", "State"),

@@ -33,6 +33,8 @@ pub fn plain_status() -> Status {
         uptime_seconds: 3725,
         introducer: false,
         advertise_routes: vec![],
+        public_endpoint: None,
+        nat_type: None,
         discovery: BTreeMap::new(),
         privacy: None,
         tasks: vec![],
@@ -75,6 +77,8 @@ pub fn full_status() -> Status {
         uptime_seconds: 200_000,
         introducer: true,
         advertise_routes: vec!["192.168.10.0/24".into(), "fd10::/64".into()],
+        public_endpoint: Some("203.0.113.9:51821".into()),
+        nat_type: Some("cone".into()),
         discovery: BTreeMap::from([
             (
                 "lan".to_owned(),
@@ -225,6 +229,7 @@ pub fn full_peers() -> PeerList {
                 endpoint_method: Some("lan".into()),
                 discovered_via: vec!["lan".into(), "dht".into()],
                 introducer: true,
+                nat_type: Some("symmetric".into()),
                 routable_networks: vec!["192.168.20.0/24".into()],
                 last_seen_seconds_ago: 4,
                 state: "active".into(),
@@ -246,6 +251,7 @@ pub fn full_peers() -> PeerList {
                 endpoint_method: Some("dht".into()),
                 discovered_via: vec!["dht".into()],
                 introducer: false,
+                nat_type: None,
                 routable_networks: vec!["192.168.30.0/24".into()],
                 last_seen_seconds_ago: 7200,
                 state: "quarantined".into(),

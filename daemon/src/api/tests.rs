@@ -49,6 +49,7 @@ fn peers() -> PeerList {
             endpoint_method: Some("lan".into()),
             discovered_via: vec!["lan".into()],
             introducer: false,
+            nat_type: None,
             routable_networks: vec![],
             last_seen_seconds_ago: 3,
             state: "active".into(),

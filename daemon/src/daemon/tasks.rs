@@ -5,9 +5,11 @@
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
+//! | `dht` | restart, layer `dht` | mainline DHT: announces the hourly ids, contacts what it finds |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
 //! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `gossip` | restart, layers `gossip`, `privacy` | in-mesh gossip and Dandelion++ stems (`--gossip`, `--privacy`) |
+//! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -36,9 +38,11 @@ use crate::api::{self, ApiState, MetricsListener};
 use crate::cache::{self, PeerCache, RestoreContext};
 use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
+use crate::discovery::dht::DhtSettings;
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
 use crate::discovery::gossip::{self, Gossip, PrivacyMode};
 use crate::discovery::static_peers::StaticPeers;
+use crate::discovery::stun::StunDiscovery;
 use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
 use crate::events::EventBus;
@@ -78,6 +82,8 @@ pub struct Node {
     discovery: super::DiscoveryOptions,
     /// The mesh's gossip port: the exchange socket's (and every peer's).
     gossip_port: u16,
+    /// The DHT layer's settings (`None`: `--no-dht`); it also needs the exchange socket.
+    dht: Option<DhtSettings>,
     prefix_len: u8,
     envelope: Envelope,
     lan_group: std::net::SocketAddrV4,
@@ -164,6 +170,16 @@ impl Node {
             lan_discovery: opts.lan_discovery,
             discovery: opts.discovery.clone(),
             gossip_port: keys.gossip_port,
+            dht: opts.discovery.dht.then(|| {
+                DhtSettings::new(
+                    &opts.secret,
+                    keys,
+                    &opts.state_dir,
+                    opts.interface.as_str(),
+                    &opts.discovery.dht_bootstrap,
+                    opts.discovery.ipv6,
+                )
+            }),
             prefix_len: mesh_v4.prefix_len(),
             envelope: Envelope::new(&keys.gossip_key),
             lan_group: keys.lan_multicast(),
@@ -416,6 +432,56 @@ impl Node {
             }
         }
         // --- end exchange
+        // STUN: public endpoint and NAT type (discovery::stun).
+        if self.discovery.stun {
+            let layer = sup.registry().layer("stun", LayerState::Running);
+            let stun = StunDiscovery {
+                servers: discovery::stun::servers(&self.discovery.stun_servers),
+                ipv6: self.discovery.ipv6,
+                local: self.local.clone(),
+                interfaces: interfaces.clone(),
+                wg_ifindex: self.ifindex,
+                layer: layer.clone(),
+                counters: metrics.layer("stun"),
+            };
+            sup.spawn_restarting("stun", Some(layer), move |ctx| {
+                let stun = stun.clone();
+                async move {
+                    stun.run(ctx.cancel).await;
+                    Ok(())
+                }
+            });
+        } else {
+            sup.registry().layer("stun", LayerState::Off);
+            tracing::info!("STUN disabled");
+        }
+
+        // --- Mainline DHT (layer `dht`): what it finds is contacted through the exchange.
+        match (&self.dht, &exchange_parts) {
+            (Some(settings), Some(parts)) => {
+                let layer = sup.registry().layer("dht", LayerState::Running);
+                let dht = settings.task(
+                    parts.exchange.clone(),
+                    self.store.clone(),
+                    self.local.subscribe(),
+                    interfaces.clone(),
+                    layer.clone(),
+                    metrics.layer("dht"),
+                );
+                sup.spawn_restarting("dht", Some(layer), move |ctx| dht.clone().run(ctx.cancel));
+            }
+            (Some(_), None) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::warn!(
+                    "DHT discovery is off: it contacts what it finds through the exchange socket, which --no-exchange turns off"
+                );
+            }
+            (None, _) => {
+                sup.registry().layer("dht", LayerState::Off);
+                tracing::info!("DHT discovery disabled (--no-dht)");
+            }
+        }
+        // --- end DHT
 
         // --- Gossip (layers `gossip`, `privacy`): takes the ANNOUNCE / DANDELION_STEM queue.
         let privacy_epoch =

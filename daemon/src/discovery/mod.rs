@@ -2,10 +2,12 @@
 //! hears into a [`crate::peers::PeerUpdate`] tagged with its [`crate::peers::Method`].
 
 pub mod contact;
+pub mod dht;
 pub mod exchange;
 pub mod gossip;
 pub mod lan;
 pub mod static_peers;
+pub mod stun;
 
 /// The OS hostname if it is a valid announcement hostname (printable ASCII, ≤ 253 bytes),
 /// else empty (Go sends an empty hostname when it has none).

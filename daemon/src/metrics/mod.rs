@@ -12,9 +12,10 @@
 //!   included (that count is the sum of `wgmesh_peers{state}`);
 //! - `wgmesh_reconcile_duration_seconds` covers the whole pass (device read, diff, apply, routes),
 //!   with Go's default buckets;
+//! - `wgmesh_discovery_dropped_total{layer}` is ours: datagrams a layer received and dropped;
 //! - not exported yet, for want of the feature in this build: `wgmesh_relayed_peers`,
-//!   `wgmesh_nat_type`, `wgmesh_probe_rtt_seconds`, `wgmesh_nat_traversal_*`; nor Go's runtime
-//!   and process collectors.
+//!   `wgmesh_probe_rtt_seconds`, `wgmesh_nat_traversal_*`; nor Go's runtime and process
+//!   collectors.
 
 pub mod parse;
 
@@ -372,6 +373,9 @@ fn float(v: f64) -> String {
 /// Peer states always exported (at zero when empty), so a dashboard never sees a state vanish.
 const PEER_STATES: [&str; 4] = ["active", "cached", "quarantined", "dead"];
 
+/// NAT types always exported by `wgmesh_nat_type` (Go's one-hot gauge).
+const NAT_TYPES: [&str; 3] = ["cone", "symmetric", "unknown"];
+
 /// The exposition of `status` (gauges) and `counters`.
 pub fn render(status: &Status, counters: &CounterValues) -> String {
     let mut e = Exposition {
@@ -469,7 +473,7 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
     e.family(
         "wgmesh_discovery_events_total",
         "counter",
-        "Valid peer information received, by discovery layer (lan: announcements heard).",
+        "Valid peer information received, by discovery layer (lan: announcements heard; stun: server answers).",
     );
     for (layer, (events, _)) in &counters.layers {
         e.sample(
@@ -497,6 +501,15 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
             &[("layer", layer), ("reason", reason)],
             *n,
         );
+    }
+    e.family(
+        "wgmesh_nat_type",
+        "gauge",
+        "1 for this node's NAT type as STUN measured it (none yet counts as unknown), 0 for the others.",
+    );
+    let nat = status.nat_type.as_deref().unwrap_or("unknown");
+    for kind in NAT_TYPES {
+        e.sample("wgmesh_nat_type", &[("type", kind)], u64::from(nat == kind));
     }
 
     e.family(
@@ -577,6 +590,7 @@ mod tests {
         exchange.dropped("rate_limited");
         exchange.dropped("rate_limited");
         exchange.dropped("authentication");
+        m.layer("stun").dropped("unexpected_source");
         m.reconcile_pass(
             Duration::from_millis(7),
             PassCounts {
@@ -641,6 +655,13 @@ mod tests {
             ("wgmesh_discovery_sends_total", &[("layer", "lan")], 1.0),
             (
                 "wgmesh_discovery_drops_total",
+                &[("layer", "stun"), ("reason", "unexpected_source")],
+                1.0,
+            ),
+            ("wgmesh_nat_type", &[("type", "cone")], 0.0),
+            ("wgmesh_nat_type", &[("type", "unknown")], 1.0),
+            (
+                "wgmesh_discovery_drops_total",
                 &[("layer", "exchange"), ("reason", "rate_limited")],
                 2.0,
             ),
@@ -695,6 +716,32 @@ mod tests {
         let second = parse(&render(&status(), &m.values())).unwrap();
         assert_eq!(counters_decreased(&first, &second), Vec::<String>::new());
         assert_eq!(second.value("wgmesh_reconcile_runs_total", &[]), Some(1.0));
+    }
+
+    #[test]
+    fn the_nat_type_gauge_is_one_hot() {
+        let m = Metrics::default();
+        // (status nat_type, the type at 1)
+        for (nat, hot) in [
+            (None, "unknown"),
+            (Some("cone"), "cone"),
+            (Some("symmetric"), "symmetric"),
+            (Some("unknown"), "unknown"),
+        ] {
+            let st = Status {
+                nat_type: nat.map(str::to_owned),
+                ..status()
+            };
+            let p = parse(&render(&st, &m.values())).unwrap();
+            for kind in NAT_TYPES {
+                let want = if kind == hot { 1.0 } else { 0.0 };
+                assert_eq!(
+                    p.value("wgmesh_nat_type", &[("type", kind)]),
+                    Some(want),
+                    "{nat:?} {kind}"
+                );
+            }
+        }
     }
 
     #[test]

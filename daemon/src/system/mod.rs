@@ -1,5 +1,6 @@
 //! The only code that touches the OS. Everything above it takes values or traits.
 
+pub mod dht;
 pub mod fs;
 pub mod net;
 pub mod wg;

@@ -1,6 +1,7 @@
 //! Links, addresses and routes of the mesh interface, through rtnetlink only (never `ip`), the
-//! host's interfaces ([`HostInterface`]), the LAN multicast sockets ([`multicast`]), the IP
-//! forwarding sysctls, and the firewall accept rule of an introducer ([`firewall`]).
+//! host's interfaces ([`HostInterface`]), the LAN multicast sockets ([`multicast`]), the STUN
+//! client's socket ([`stun`]), the IP forwarding sysctls, and the firewall accept rule of an
+//! introducer ([`firewall`]).
 //!
 //! Why it looks the way it does:
 //! - **Ownership by protocol number.** Every route the daemon installs carries
@@ -44,6 +45,7 @@ mod ifaces;
 pub mod multicast;
 mod netlink;
 mod plan;
+pub mod stun;
 mod sysctl;
 pub mod udp;
 
