@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod dht;
 pub mod exchange;
+pub mod gossip;
 pub mod lan;
 pub mod static_peers;
 pub mod stun;
