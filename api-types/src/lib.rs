@@ -136,6 +136,8 @@ pub struct Status {
     pub nat_type: Option<String>,
     /// Each discovery layer by name (`lan`, …): whether it works, and its last error.
     pub discovery: BTreeMap<String, LayerStatus>,
+    /// Privacy mode's current epoch (`--privacy`); `null` without privacy mode.
+    pub privacy: Option<PrivacyStatus>,
     /// Every long-lived task of the daemon.
     pub tasks: Vec<TaskStatus>,
     /// Peer counts.
@@ -178,6 +180,19 @@ pub struct LayerStatus {
     pub last_error_seconds_ago: Option<u64>,
     /// Seconds since the layer last did its job (sent or heard something useful).
     pub last_success_seconds_ago: Option<u64>,
+}
+
+/// Privacy mode in [`Status::privacy`]: the epoch whose relays carry this node's stem messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PrivacyStatus {
+    /// Epoch id: 1 after start, one more at each rotation.
+    pub epoch: u64,
+    /// Public keys of the epoch's relay peers, in stem order (empty: no peer to relay yet, so
+    /// this node announces itself directly).
+    pub relays: Vec<String>,
+    /// Seconds until the scheduled rotation (every 10 minutes; earlier when the relays go away).
+    pub seconds_until_rotation: u64,
 }
 
 /// One task in [`Status::tasks`].
@@ -341,6 +356,11 @@ mod tests {
                     last_success_seconds_ago: None,
                 },
             )]),
+            privacy: Some(PrivacyStatus {
+                epoch: 3,
+                relays: vec!["k2".into(), "k3".into()],
+                seconds_until_rotation: 412,
+            }),
             tasks: vec![TaskStatus {
                 name: "reconcile".into(),
                 state: "running".into(),

@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use clap::Args;
-use wgmesh_api_types::{Health, ReconcileSummary, Status};
+use wgmesh_api_types::{Health, PrivacyStatus, ReconcileSummary, Status};
 
 use crate::client::{self, paths};
 use crate::daemon_cmds::{decode, json_text};
-use crate::text::{Block, ago, duration, list};
+use crate::text::{Block, ago, duration, list, short_key};
 use crate::{Exit, JsonArg, print_out};
 
 /// Options of `status`.
@@ -54,6 +54,10 @@ pub fn render(s: &Status) -> String {
         .row("Introducer", if s.introducer { "yes" } else { "no" })
         .row("Advertises", list(&s.advertise_routes))
         .row("Discovery", layers(s))
+        .row(
+            "Privacy",
+            s.privacy.as_ref().map_or_else(|| "off".to_owned(), privacy),
+        )
         .row("Log level", &s.log_level)
         .row("Version", &s.version)
         .row("Uptime", duration(s.uptime_seconds))
@@ -111,6 +115,21 @@ fn layers(s: &Status) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `epoch 3, relays PYtJ5VmQ jtP2rWhb, next in 6m 52s`: the privacy epoch and its relays.
+fn privacy(p: &PrivacyStatus) -> String {
+    let relays = if p.relays.is_empty() {
+        "no relay yet".to_owned()
+    } else {
+        let keys: Vec<&str> = p.relays.iter().map(|k| short_key(k)).collect();
+        format!("relays {}", keys.join(" "))
+    };
+    format!(
+        "epoch {}, {relays}, next in {}",
+        p.epoch,
+        duration(p.seconds_until_rotation)
+    )
 }
 
 /// `9 total, 7 active, 1 cached, 1 quarantined, 5 connected`: the states that hold peers, then

@@ -8,6 +8,7 @@
 //!   bit-compatible with Go wgmesh. Pure.
 //! - [`keys`]: WireGuard public, private and preshared keys. Pure.
 //! - [`wire`]: discovery payloads and the Go-compatible JSON they travel as. Pure.
+//! - [`privacy`]: epochs and Dandelion++ stem/fluff rules for `--privacy`. Pure.
 //! - `identity` (feature `runtime`): the node's key pair and mesh addresses on disk.
 //! - `node`: this node's changing facts (`LocalNode`), shared on a watch channel.
 //! - `peers`: the peer store (merge rules, ranking, liveness). `engine`: desired device, diff,
@@ -26,6 +27,7 @@
 pub mod config;
 pub mod crypto;
 pub mod keys;
+pub mod privacy;
 pub mod wire;
 
 #[cfg(feature = "runtime")]

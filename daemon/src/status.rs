@@ -11,6 +11,7 @@ use crate::engine::reconcile::Reconciled;
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{CACHE_GRACE, DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
+use crate::privacy::Epoch;
 use crate::supervisor::{LayerRecord, LayerState, TaskRecord, TaskState};
 use crate::system::net::HostInterfaces;
 
@@ -92,6 +93,16 @@ fn by_via(peers: &[Peer]) -> BTreeMap<String, usize> {
         *counts.entry(via.to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// The privacy section of `GET /v1/status`: the epoch, its relays in stem order, and the time
+/// left until its scheduled rotation at `now`.
+pub fn privacy(epoch: &Epoch, now: Instant) -> api::PrivacyStatus {
+    api::PrivacyStatus {
+        epoch: epoch.id,
+        relays: epoch.relays.iter().map(|r| r.key.to_string()).collect(),
+        seconds_until_rotation: epoch.remaining(now).as_secs(),
+    }
 }
 
 /// `GET /v1/status` body.

@@ -374,6 +374,18 @@ pub fn tcp_every_pair(exe: &Exe, hosts: &[&Host]) -> Result<()> {
     result.and(stopped)
 }
 
+/// The mesh's gossip port (every node's exchange socket, `--peer HOST:PORT`'s port), derived
+/// from the secret in `secret_file` as the daemon derives it.
+///
+/// # Errors
+///
+/// When the file does not hold a valid secret.
+pub fn gossip_port(secret_file: &Path) -> Result<u16> {
+    let secret = wgmeshd::config::resolve_secret(None, Some(secret_file), |_| None)
+        .with_context(|| format!("read the secret in {}", secret_file.display()))?;
+    Ok(wgmeshd::crypto::DerivedKeys::derive(&secret).gossip_port)
+}
+
 /// Writes a fresh mesh secret (`wgmeshctl secret new` of this build) to `path`, mode `0600`.
 ///
 /// # Errors

@@ -41,7 +41,13 @@
 //!   `listening IP:PORT` once bound and runs until killed;
 //! - `udp-garbage DEST COUNT`: sends COUNT datagrams of garbage (random bytes of random length,
 //!   some oversized, and broken bencode) to DEST as fast as the socket takes them, then prints
-//!   how many were sent and how long it took.
+//!   how many were sent and how long it took;
+//! - `flood-udp LISTEN_PORT DEST COUNT`: a hostile host. Prints `listening`, waits (at most 60 s)
+//!   for one datagram on UDP LISTEN_PORT (a daemon's HELLO, captured: start a daemon with
+//!   `--peer <this host>:LISTEN_PORT`), prints `captured …`, waits for a line on stdin, then
+//!   sends COUNT datagrams to DEST as fast as it can, in
+//!   turn: replays of the captured datagram, envelopes sealed with a wrong key, garbage (random
+//!   bytes, envelope-shaped JSON with bad fields, a cut envelope) and 65507-byte datagrams (the largest UDP payload); prints one JSON line with what it sent.
 //!
 //! How a test gets the program's path: [`crate::Exe`].
 
@@ -74,6 +80,7 @@ pub const COMMANDS: &[&str] = &[
     "stun-server",
     "dht-node",
     "udp-garbage",
+    "flood-udp",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
@@ -81,7 +88,8 @@ const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… |
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
                      | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
                      | http-get ADDR PATH | stun-server --bind IP:PORT \
-                     | dht-node --bind IP:PORT | udp-garbage DEST COUNT";
+                     | dht-node --bind IP:PORT | udp-garbage DEST COUNT \
+                     | flood-udp LISTEN_PORT DEST COUNT";
 
 /// Runs the subcommand named by `args[1]` (`args[0]` is the program name) with the rest of the
 /// arguments, and returns the exit status; a missing or unknown subcommand prints the usage and
@@ -175,6 +183,7 @@ where
                 dht_node(arg(&args, 2)?).await
             }
             "udp-garbage" => udp_garbage(arg(&args, 1)?, arg(&args, 2)?).await,
+            "flood-udp" => flood_udp(arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?).await,
             other => bail!("unknown command {other}"),
         }
     });
@@ -782,6 +791,105 @@ async fn udp_garbage(dest: SocketAddr, count: u64) -> anyhow::Result<()> {
     println!(
         "{{\"sent\":{sent},\"seconds\":{:.3}}}",
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A small deterministic generator for the flood's garbage (no crypto strength needed).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// See the module documentation (`flood-udp`).
+async fn flood_udp(listen_port: u16, dest: SocketAddr, count: u64) -> anyhow::Result<()> {
+    use wgmeshd::crypto::{Envelope, MessageType};
+    use wgmeshd::wire::{PROTOCOL, PeerAnnouncement};
+
+    let sock = tokio::net::UdpSocket::bind(("0.0.0.0", listen_port))
+        .await
+        .with_context(|| format!("bind UDP port {listen_port}"))?;
+    println!("listening");
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(60), sock.recv_from(&mut buf))
+        .await
+        .context("no datagram to capture within 60 s")??;
+    let captured = buf[..n].to_vec();
+    println!("captured {n} bytes from {from}");
+    // The test says when: it reads the daemon's counters first.
+    let mut go = String::new();
+    BufReader::new(tokio::io::stdin())
+        .read_line(&mut go)
+        .await
+        .context("waiting for the go line on stdin")?;
+
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let wrong = Envelope::new(&[0x5a; 32]);
+    let ann = PeerAnnouncement {
+        protocol: PROTOCOL.to_owned(),
+        wg_pubkey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned(),
+        mesh_ip: "10.99.0.1".to_owned(),
+        wg_endpoint: "0.0.0.0:51820".to_owned(),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        ..PeerAnnouncement::default()
+    };
+    let shaped = br#"{"type":"HELLO","nonce":"!!!!","ciphertext":"AAAA"}"#.to_vec();
+    let cut = captured[..captured.len() / 2].to_vec();
+    let oversized = vec![b'{'; 65_507];
+    let mut sent = [0u64; 4];
+    let started = Instant::now();
+    for i in 0..count {
+        let kind = (i % 4) as usize;
+        // The replay first: it gets past the rate limiter (a new source's first token).
+        let datagram: std::borrow::Cow<'_, [u8]> = match kind {
+            0 => captured.as_slice().into(),
+            2 => match (i / 4) % 3 {
+                0 => {
+                    let len = 1 + (rng.next() % 1400) as usize;
+                    rng.bytes(len).into()
+                }
+                1 => shaped.as_slice().into(),
+                _ => cut.as_slice().into(),
+            },
+            1 => {
+                let mut nonce = [0u8; 12];
+                nonce[..8].copy_from_slice(&i.to_be_bytes());
+                wrong
+                    .seal_with_nonce(MessageType::Hello, &ann, &nonce)
+                    .into()
+            }
+            _ => oversized.as_slice().into(),
+        };
+        loop {
+            match sock.send_to(&datagram, dest).await {
+                Ok(_) => break,
+                // A full socket buffer: wait for the kernel to drain it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(anyhow!("sending datagram {i} to {dest}: {e}")),
+            }
+        }
+        sent[kind] += 1;
+    }
+    println!(
+        "{}",
+        json!({
+            "replay": sent[0], "wrong_key": sent[1], "garbage": sent[2], "oversized": sent[3],
+            "seconds": started.elapsed().as_secs_f64(),
+        })
     );
     Ok(())
 }

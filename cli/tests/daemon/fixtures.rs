@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use wgmesh_api_types::{
-    Event, EventKind, Health, HealthReason, LayerStatus, Peer, PeerCounts, PeerList,
+    Event, EventKind, Health, HealthReason, LayerStatus, Peer, PeerCounts, PeerList, PrivacyStatus,
     ReconcileSummary, RouteRefusal, SCHEMA_VERSION, Status, TaskStatus,
 };
 
@@ -36,6 +36,7 @@ pub fn plain_status() -> Status {
         public_endpoint: None,
         nat_type: None,
         discovery: BTreeMap::new(),
+        privacy: None,
         tasks: vec![],
         peers: PeerCounts {
             total: 3,
@@ -89,6 +90,11 @@ pub fn full_status() -> Status {
             ),
             ("gossip".to_owned(), layer("off", None, None)),
         ]),
+        privacy: Some(PrivacyStatus {
+            epoch: 3,
+            relays: vec![BETA.into(), GAMMA.into()],
+            seconds_until_rotation: 412,
+        }),
         tasks: vec![
             TaskStatus {
                 name: "reconcile".into(),

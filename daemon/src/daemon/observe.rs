@@ -31,6 +31,7 @@ use crate::events::EventBus;
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{Peer, PeerEvent, PeerStore};
+use crate::privacy::Epoch;
 use crate::status::{
     self, Inputs, InterfaceState, NodeFacts, next_transition, peer_states, state_changes,
 };
@@ -70,6 +71,8 @@ pub struct StatusTask<W> {
     /// Each peer's state at the last rebuild; kept across restarts so none re-announces every
     /// peer.
     pub memory: Mutex<HashMap<PublicKey, &'static str>>,
+    /// Privacy mode's current epoch (stays `None` without `--privacy`).
+    pub privacy: watch::Receiver<Option<Epoch>>,
 }
 
 /// The registry observer the daemon installs: task and layer changes become events, and every
@@ -144,6 +147,8 @@ impl<W: WireGuard + 'static> StatusTask<W> {
         let mut reconciled = self.reconciled.clone();
         let mut local = self.local.clone();
         let mut interfaces = self.interfaces.clone();
+        let mut privacy = self.privacy.clone();
+        let mut privacy_open = true;
         let mut view = View {
             reconciled: reconciled.borrow_and_update().clone(),
         };
@@ -200,6 +205,12 @@ impl<W: WireGuard + 'static> StatusTask<W> {
                         interface = now;
                         pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                     }
+                    continue;
+                }
+                changed = privacy.changed(), if privacy_open => {
+                    // Without privacy mode nobody holds the sender: nothing will change.
+                    privacy_open = changed.is_ok();
+                    pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                     continue;
                 }
                 () = self.registry_changed.notified() => {
@@ -296,7 +307,12 @@ impl<W: WireGuard + 'static> StatusTask<W> {
             now,
             wall: SystemTime::now(),
         };
-        let st = status::status(&self.facts, &inputs);
+        let mut st = status::status(&self.facts, &inputs);
+        st.privacy = self
+            .privacy
+            .borrow()
+            .as_ref()
+            .map(|epoch| status::privacy(epoch, now));
         let list = status::peer_list(&inputs);
         self.announce_states(&peers, now);
         let next = next_transition(&peers, now).map(|t| built + t.saturating_duration_since(now));
@@ -414,6 +430,7 @@ mod tests {
         reconciled: watch::Sender<Reconciled>,
         _local: watch::Sender<LocalNode>,
         interfaces: watch::Sender<HostInterfaces>,
+        privacy: watch::Sender<Option<Epoch>>,
         cancel: CancellationToken,
         task: tokio::task::JoinHandle<Result<(), TaskError>>,
     }
@@ -520,6 +537,7 @@ mod tests {
         let (reconciled_tx, reconciled) = watch::channel(Reconciled::default());
         let (local_tx, local) = watch::channel(crate::node::tests::local());
         let (interfaces_tx, interfaces) = watch::channel(up());
+        let (privacy_tx, privacy_rx) = watch::channel(None);
         let (publisher, snapshots) = snapshot::channel(Snapshot::new(
             Default::default(),
             Default::default(),
@@ -542,6 +560,7 @@ mod tests {
             events: bus,
             publisher,
             memory: Mutex::default(),
+            privacy: privacy_rx,
         });
         let cancel = CancellationToken::new();
         let ctx = TaskContext {
@@ -558,6 +577,7 @@ mod tests {
             reconciled: reconciled_tx,
             _local: local_tx,
             interfaces: interfaces_tx,
+            privacy: privacy_tx,
             cancel,
             task,
         }
@@ -607,6 +627,37 @@ mod tests {
         assert!(
             r.drain().is_empty(),
             "no second removal from the comparison"
+        );
+        r.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_privacy_epoch_is_served_with_its_relays_and_time_left() {
+        let r = rig(&[]).await;
+        tokio::time::advance(DEBOUNCE).await;
+        settle().await;
+        assert_eq!(r.snapshots.latest().status.privacy, None, "no privacy mode");
+        let relay = |n: u8| crate::privacy::Relay {
+            key: key(n),
+            mesh_ip: std::net::Ipv4Addr::new(10, 1, 0, n),
+        };
+        r.privacy.send_replace(Some(Epoch {
+            id: 4,
+            relays: vec![relay(3), relay(2)],
+            started: now() - Duration::from_secs(100),
+        }));
+        settle().await;
+        tokio::time::advance(DEBOUNCE).await;
+        settle().await;
+        let privacy = r.snapshots.latest().status.privacy.clone();
+        assert_eq!(
+            privacy,
+            Some(wgmesh_api_types::PrivacyStatus {
+                epoch: 4,
+                relays: vec![key(3).to_string(), key(2).to_string()],
+                // 600 s minus the 100 s before, minus the debounce: 499.9 s, in whole seconds.
+                seconds_until_rotation: 499,
+            })
         );
         r.stop().await;
     }

@@ -9,6 +9,7 @@
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
 //! | `static-peers` | restart, layer `static` | HELLO to each `--peer` with backoff, then every 60 s |
 //! | `rendezvous` | restart, layer `rendezvous` | hole punching through introducers: RENDEZVOUS_OFFER/START, punch jobs (off with `--no-punching`) |
+//! | `gossip` | restart, layers `gossip`, `privacy` | in-mesh gossip and Dandelion++ stems (`--gossip`, `--privacy`) |
 //! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
@@ -40,6 +41,7 @@ use crate::config::reload_file_path;
 use crate::crypto::{DerivedKeys, Envelope, legacy_subnet};
 use crate::discovery::dht::DhtSettings;
 use crate::discovery::exchange::{ExchangeConfig, ExchangeParts, ExchangeService};
+use crate::discovery::gossip::{self, Gossip, PrivacyMode};
 use crate::discovery::rendezvous::{DeviceTunnel, Rendezvous, system_clock};
 use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::stun::StunDiscovery;
@@ -52,6 +54,7 @@ use crate::logging::LogControl;
 use crate::metrics::Metrics;
 use crate::node::LocalNode;
 use crate::peers::{DEFAULT_CAP, PeerStore};
+use crate::privacy::Epoch;
 use crate::status::NodeFacts;
 use crate::supervisor::{LayerState, Supervisor, TaskContext, TaskError};
 use crate::system::net::{
@@ -98,6 +101,8 @@ pub struct Node {
     cache: Arc<PeerCache>,
     local: watch::Sender<LocalNode>,
     facts: NodeFacts,
+    /// `EpochSeed` derived from the secret: the key of privacy mode's relay choice.
+    epoch_seed: [u8; 32],
 }
 
 impl Node {
@@ -196,6 +201,7 @@ impl Node {
             ))),
             local: watch::channel(local).0,
             facts,
+            epoch_seed: keys.epoch_seed,
         }
     }
 
@@ -481,6 +487,10 @@ impl Node {
         }
         // --- end DHT
 
+        // --- Gossip (layers `gossip`, `privacy`): takes the ANNOUNCE / DANDELION_STEM queue.
+        let privacy_epoch =
+            self.spawn_gossip(sup, exchange_parts.as_mut(), reconciled.clone(), &metrics);
+
         let store = self.store.clone();
         sup.spawn_restarting("cleanup", None, move |ctx| cleanup_loop(store.clone(), ctx));
 
@@ -512,6 +522,7 @@ impl Node {
             events: events.clone(),
             publisher,
             memory: std::sync::Mutex::default(),
+            privacy: privacy_epoch,
         });
         sup.spawn_restarting("status", None, move |ctx| status.clone().run(ctx));
 
@@ -555,6 +566,76 @@ impl Node {
         // Whatever no layer took: a queue without its receiver drops what arrives for it
         // (counted as `no_receiver`), e.g. ANNOUNCE while gossip is off.
         drop(exchange_parts);
+    }
+
+    /// Spawns the `gossip` task on `sup` (layer `gossip`, and layer `privacy` with
+    /// `--privacy`), sending through the exchange and taking its `ANNOUNCE` / `DANDELION_STEM`
+    /// queue out of `exchange` (left with a closed one); `tunnels` tells which peers have a
+    /// working WireGuard session. Without `--gossip`, or without an exchange socket to gossip on,
+    /// both layers are off. Returns the privacy epoch for the status.
+    fn spawn_gossip(
+        &self,
+        sup: &Supervisor,
+        exchange: Option<&mut ExchangeParts>,
+        tunnels: watch::Receiver<Reconciled>,
+        metrics: &Metrics,
+    ) -> watch::Receiver<Option<Epoch>> {
+        let (enabled, privacy) = (self.discovery.gossip, self.discovery.privacy);
+        let (epoch_tx, epoch) = watch::channel(None);
+        let (exchange, inbound) = match exchange {
+            Some(parts) if enabled => {
+                let closed = tokio::sync::mpsc::channel(1).1;
+                let inbound = std::mem::replace(&mut parts.announcements, closed);
+                (parts.exchange.clone(), inbound)
+            }
+            _ => {
+                if enabled {
+                    tracing::warn!(
+                        "gossip needs the exchange socket (--no-exchange turns it off); gossip is off"
+                    );
+                }
+                sup.registry().layer("gossip", LayerState::Off);
+                sup.registry().layer("privacy", LayerState::Off);
+                return epoch;
+            }
+        };
+        let layer = sup.registry().layer("gossip", LayerState::Running);
+        let privacy_mode = if privacy {
+            Some(PrivacyMode {
+                epoch_key: self.epoch_seed,
+                layer: sup.registry().layer("privacy", LayerState::Running),
+                counters: metrics.layer("privacy"),
+                epoch: epoch_tx,
+            })
+        } else {
+            sup.registry().layer("privacy", LayerState::Off);
+            None
+        };
+        let task = Arc::new(Gossip {
+            exchange,
+            envelope: self.envelope.clone(),
+            port: self.gossip_port,
+            local: self.local.subscribe(),
+            store: self.store.clone(),
+            mesh: self.mesh,
+            ipv6: self.discovery.ipv6,
+            tunnels,
+            layer: layer.clone(),
+            counters: metrics.layer("gossip"),
+            privacy: privacy_mode,
+            random: gossip::os_random,
+        });
+        // Kept across restarts of the task: what the exchange queued meanwhile is not lost.
+        let inbound = Arc::new(tokio::sync::Mutex::new(inbound));
+        tracing::info!(privacy, "in-mesh gossip on");
+        sup.spawn_restarting("gossip", Some(layer), move |ctx| {
+            let (task, inbound) = (task.clone(), inbound.clone());
+            async move {
+                let mut inbound = inbound.lock().await;
+                task.run(&mut inbound, ctx.cancel).await
+            }
+        });
+        epoch
     }
 }
 

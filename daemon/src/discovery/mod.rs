@@ -4,6 +4,7 @@
 pub mod contact;
 pub mod dht;
 pub mod exchange;
+pub mod gossip;
 pub mod lan;
 pub mod rendezvous;
 pub mod static_peers;

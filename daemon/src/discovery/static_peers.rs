@@ -167,7 +167,10 @@ impl StaticPeers {
         let mut schedule = Schedule::default();
         let name = peer.to_string();
         loop {
-            let state = self.attempt(peer).await;
+            let state = tokio::select! {
+                () = cancel.cancelled() => return,
+                state = self.attempt(peer) => state,
+            };
             let answered = matches!(state, PeerState::Answered(_));
             match &state {
                 PeerState::Answered(from) => {

@@ -159,6 +159,16 @@ pub fn goodbye_is_fresh(timestamp: i64, now: SystemTime) -> bool {
     age.abs() <= GOODBYE_WINDOW.as_nanos() as i128
 }
 
+/// Whether a HELLO or REPLY of a peer stamped `timestamp` from `ip` is a replay, given the
+/// newest one it sent us before (`last`: its timestamp and IP): one that is not newer and comes
+/// from another IP. A captured HELLO replayed from elsewhere would otherwise move the peer's
+/// endpoint to the replayer's address (Go has no defence; a message first captured where we
+/// never heard the peer before still gets through, as there are no signatures). A peer that
+/// really moved is believed with its next message (a newer second).
+pub fn replayed_elsewhere(last: Option<(i64, IpAddr)>, timestamp: i64, ip: IpAddr) -> bool {
+    last.is_some_and(|(t, from)| from != ip.to_canonical() && timestamp <= t)
+}
+
 /// A hostname as Go would accept it (≤ 253 printable ASCII bytes), else `""`.
 fn sane_hostname(name: &str) -> String {
     let ok = name.len() <= MAX_HOSTNAME_LEN && name.bytes().all(|b| (0x20..=0x7e).contains(&b));
@@ -381,6 +391,24 @@ mod tests {
                 want.map(sa),
                 "{case}"
             );
+        }
+    }
+
+    #[test]
+    fn replays_from_elsewhere() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let last = Some((100, ip("192.168.1.2")));
+        #[rustfmt::skip]
+        let rows = [
+            ("first message of the peer", None, 5, "192.168.1.9", false),
+            ("resend from the same IP", last, 100, "192.168.1.2", false),
+            ("older, from the same IP", last, 90, "192.168.1.2", false),
+            ("same second, another IP", last, 100, "192.168.1.9", true),
+            ("older, another IP", last, 40, "192.168.1.9", true),
+            ("newer, another IP: it moved", last, 101, "192.168.1.9", false),
+        ];
+        for (case, last, ts, from, want) in rows {
+            assert_eq!(replayed_elsewhere(last, ts, ip(from)), want, "{case}");
         }
     }
 

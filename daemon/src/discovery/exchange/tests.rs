@@ -11,7 +11,7 @@ use crate::config::{MeshSecret, SecretOrigin};
 use crate::crypto::DerivedKeys;
 use crate::metrics::Metrics;
 use crate::supervisor::{LayerState, Registry};
-use crate::wire::{KnownPeer, to_go_json};
+use crate::wire::{KnownPeer, PeerAnnouncement, to_go_json};
 
 const GO_TIME: u64 = 1_763_780_000;
 
@@ -361,6 +361,34 @@ fn a_message_replayed_from_another_address_is_dropped_and_a_resend_is_answered()
     h.exchange
         .handle(text.as_bytes(), sa("192.168.1.66:51900"), now, mono);
     assert_eq!(h.drops("replay"), 2);
+    // The same HELLO sealed to someone else (another nonce), captured there and replayed here.
+    let ann = peer_ann(2, "0.0.0.0:51820", now);
+    let captured = h.seal(MessageType::Hello, &ann);
+    let replay = h
+        .exchange
+        .handle(&captured, sa("192.168.1.66:51900"), now, mono);
+    assert_eq!(replay, Handled::default());
+    assert_eq!(h.drops("replay"), 3);
+    assert_eq!(
+        h.store.get(&PublicKey([2; 32])).unwrap().endpoint,
+        Some(sa("192.168.1.2:51820"))
+    );
+    // A newer message from the new address: the peer moved.
+    let moved = PeerAnnouncement {
+        timestamp: ann.timestamp + 1,
+        ..ann
+    };
+    let moved = h.seal(MessageType::Hello, &moved);
+    assert!(
+        h.exchange
+            .handle(&moved, sa("192.168.1.66:51900"), now, mono)
+            .reply
+            .is_some()
+    );
+    assert_eq!(
+        h.store.get(&PublicKey([2; 32])).unwrap().endpoint,
+        Some(sa("192.168.1.66:51820"))
+    );
 }
 
 #[test]
@@ -772,4 +800,78 @@ async fn a_busy_port_is_a_retrying_layer_until_it_is_free() {
     assert_eq!(h.registry.layers()["exchange"].state, LayerState::Running);
     cancel.cancel();
     run.await.unwrap().unwrap();
+}
+
+#[test]
+fn stored_peers_we_never_heard_from_are_contacted_when_the_socket_opens() {
+    let h = harness_with([7; 32], 51900, true, false);
+    let mono = Instant::now();
+    let cached = |k: u8, ep: Option<&str>| {
+        let mut u = crate::peers::PeerUpdate::new(PublicKey([k; 32]));
+        u.endpoint = ep.map(sa);
+        h.store.update(u, Method::Cache, mono);
+    };
+    cached(2, Some("198.51.100.2:51820"));
+    cached(3, None);
+    cached(4, Some("[2001:db8::4]:51820")); // IPv6 is off in this harness
+    cached(5, Some("198.51.100.2:51999")); // same host as 2: one contact
+    cached(1, Some("198.51.100.1:51820")); // ourselves
+    // 6 spoke to us already.
+    let now = SystemTime::now();
+    h.exchange.handle(
+        &h.seal(MessageType::Hello, &peer_ann(6, "198.51.100.6:51820", now)),
+        sa("198.51.100.6:51900"),
+        now,
+        mono,
+    );
+    assert_eq!(
+        h.exchange.stored_peers_to_contact(mono),
+        vec![sa("198.51.100.2:51900")]
+    );
+    // Not twice within a minute.
+    assert!(h.exchange.stored_peers_to_contact(mono).is_empty());
+}
+
+#[tokio::test]
+async fn static_peers_report_which_answered_and_keep_trying_the_others() {
+    use crate::discovery::static_peers::StaticPeers;
+
+    let (a, b) = (node(0xa, false), node(0xb, true));
+    let (cancel_a, run_a) = start(&a).await;
+    let (cancel_b, run_b) = start(&b).await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap().to_string();
+    let answering = loopback(&b).to_string();
+    let layer = a.registry.layer("static", LayerState::Running);
+    let task = StaticPeers {
+        peers: vec![answering.parse().unwrap(), silent.parse().unwrap()],
+        exchange: a.exchange.clone(),
+        ipv6: true,
+        layer,
+        counters: a.metrics.layer("static"),
+    };
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(task.run(cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = format!("answered: {answering}; still trying: {silent}");
+    loop {
+        let layer = a.registry.layers()["static"].clone();
+        if layer.detail.as_deref() == Some(want.as_str()) {
+            assert_eq!(layer.state, LayerState::Running);
+            break;
+        }
+        assert!(Instant::now() < deadline, "static layer: {layer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.store.get(&PublicKey([0xa; 32])).is_some());
+    assert_eq!(
+        a.store.get(&PublicKey([0xb; 32])).unwrap().endpoint_method,
+        Some(Method::Dht)
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    for (c, r) in [(cancel_a, run_a), (cancel_b, run_b)] {
+        c.cancel();
+        r.await.unwrap().unwrap();
+    }
 }
