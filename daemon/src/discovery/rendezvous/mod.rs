@@ -12,7 +12,8 @@
 //!   sends both a `RENDEZVOUS_START` naming the other's candidates and a start time 1.8 s ahead.
 //! - **Participant** ([`participant`]): a START for us starts a punch job: sleep until the start
 //!   time, HELLO each candidate in order (resent every 100 ms for up to 4 s), and after a REPLY
-//!   from the right key, kick WireGuard and wait up to 10 s for a newer handshake; then the peer
+//!   from the right key, kick WireGuard and wait up to 10 s for a newer handshake (or accept a
+//!   session that is already fresh: [`participant::tunnel_up`]); then the peer
 //!   is stored with method `dht-rendezvous` and the endpoint its REPLY stands for.
 //!
 //! How the tunnel itself gets through: the HELLOs open NAT mappings for the exchange ports only.
@@ -56,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use self::candidates::Base;
 use self::introducer::{KnownTarget, OfferOutcome, Sessions, check_offer};
 use self::pair::{At, pair_seed};
-use self::participant::{PunchPlan, Punches};
+use self::participant::{PunchPlan, Punches, tunnel_up};
 use self::requester::{Decision, PeerView, Requester, Settings, Trigger};
 use super::contact::{BoxFuture, ContactError, Exchange, Inbound};
 use super::exchange::rules::{canonical, sender_update};
@@ -78,7 +79,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const EVENT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// Most peers waiting for [`EVENT_DEBOUNCE`] (more are left to the periodic trigger).
 const MAX_PENDING: usize = 4096;
-/// How long a punch (or a direct contact) waits for a newer handshake after the REPLY.
+/// How long a punch (or a direct contact) waits for the tunnel after the REPLY.
 pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// How often the device is read while waiting.
 pub const HANDSHAKE_POLL: Duration = Duration::from_millis(250);
@@ -570,7 +571,7 @@ impl Rendezvous {
         }
     }
 
-    /// HELLOs each candidate in order; after a REPLY from `peer`, waits for a newer handshake
+    /// HELLOs each candidate in order; after a REPLY from `peer`, waits for the tunnel
     /// (kicking WireGuard) and stores the peer with `method`. Returns the candidate that worked.
     async fn reach(
         &self,
@@ -607,8 +608,9 @@ impl Rendezvous {
         Err(ReachError::Failed(last))
     }
 
-    /// Waits up to [`HANDSHAKE_WAIT`] for a handshake with `peer` newer than `before`, kicking
-    /// WireGuard after [`FIRST_KICK`] and then every [`KICK_EVERY`].
+    /// Waits up to [`HANDSHAKE_WAIT`] until the tunnel with `peer` is up ([`tunnel_up`]: a
+    /// handshake newer than `before`, or a fresh session), kicking WireGuard after
+    /// [`FIRST_KICK`] and then every [`KICK_EVERY`].
     async fn wait_handshake(&self, peer: PublicKey, before: Option<SystemTime>) -> bool {
         let started = tokio::time::Instant::now();
         let mut next_kick = started + FIRST_KICK;
@@ -619,7 +621,7 @@ impl Rendezvous {
                 next_kick += KICK_EVERY;
             }
             let current = self.tunnel.current_handshake(&peer).await;
-            if current.is_some() && current > before {
+            if tunnel_up(current, before, (self.clock)()) {
                 return true;
             }
             if now.saturating_duration_since(started) >= HANDSHAKE_WAIT {

@@ -9,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::candidates::{MAX_CANDIDATES, expand, normalise};
 use super::pair::pair_id;
+use super::requester::CONNECTED_WITHIN;
 use crate::keys::PublicKey;
 use crate::wire::RendezvousStart;
 
@@ -156,6 +157,22 @@ impl Punches {
     }
 }
 
+/// Whether the tunnel with a peer that answered the punch works: a handshake newer than
+/// `before`, the one seen before the punch (Go's rule), or a session that is still fresh (last
+/// handshake less than 2 minutes before `now`). WireGuard starts no new handshake while its
+/// session is fresh, so when the tunnel came up just before the START (the peers may already
+/// know each other's endpoints), "newer" would never come although the punch reached the peer
+/// and the tunnel works; Go counts that as a failed punch.
+pub fn tunnel_up(current: Option<SystemTime>, before: Option<SystemTime>, now: SystemTime) -> bool {
+    let Some(at) = current else {
+        return false;
+    };
+    Some(at) > before
+        || now
+            .duration_since(at)
+            .map_or(true, |age| age < CONNECTED_WITHIN)
+}
+
 /// Normalises a START's candidates without expanding them again, drops IPv6 unless allowed, and
 /// caps them.
 fn prepare_unexpanded(candidates: &[String], ipv6: bool) -> Vec<SocketAddr> {
@@ -242,6 +259,26 @@ mod tests {
             ],
             "in order, not expanded again"
         );
+    }
+
+    #[test]
+    fn tunnel_up_table() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ago = |s: u64| Some(now - Duration::from_secs(s));
+        #[rustfmt::skip]
+        let rows = [
+            ("no handshake", None, None, false),
+            ("first handshake", ago(1), None, true),
+            ("newer than before", ago(1), ago(300), true),
+            ("the same stale one", ago(300), ago(300), false),
+            ("the same fresh one: the session works", ago(30), ago(30), true),
+            ("the same, 119 s old", ago(119), ago(119), true),
+            ("the same, 120 s old", ago(120), ago(120), false),
+            ("in the future (clock stepped back)", Some(now + Duration::from_secs(5)), Some(now + Duration::from_secs(5)), true),
+        ];
+        for (case, current, before, want) in rows {
+            assert_eq!(tunnel_up(current, before, now), want, "{case}");
+        }
     }
 
     #[test]

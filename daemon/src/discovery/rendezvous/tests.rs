@@ -780,3 +780,33 @@ async fn the_layer_recovers_when_the_exchange_socket_works_again_even_if_peers_d
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_punch_to_a_peer_whose_tunnel_is_already_fresh_succeeds_at_once() {
+    let r = rig(false);
+    let good = addr("198.51.100.3:52190");
+    lock(&r.exchange.replies).insert(good, announcement(3, "198.51.100.3:51820"));
+    // A session 30 s old, which WireGuard will not renew for a kick.
+    lock(&r.tunnel.current).insert(key(3), SystemTime::now() - Duration::from_secs(30));
+    let (cancel, run) = r.start();
+    let start = RendezvousStart {
+        protocol: PROTOCOL.into(),
+        timestamp: unix_now(),
+        pair_id: pair_id(&key(1).to_string(), &key(3).to_string()),
+        peer_pubkey: key(3).to_string(),
+        peer_candidates: vec![good.to_string()],
+        ..RendezvousStart::default()
+    };
+    r.deliver(MessageType::RendezvousStart, &start, "203.0.113.9:52190")
+        .await;
+    until("stored as dht-rendezvous", || {
+        r.task
+            .store
+            .get(&key(3))
+            .is_some_and(|p| p.discovered_via.contains(&Method::DhtRendezvous))
+    })
+    .await;
+    assert!(lock(&r.tunnel.kicks).is_empty(), "no kick needed");
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+}
