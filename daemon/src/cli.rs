@@ -154,6 +154,10 @@ pub struct JoinArgs {
     /// interface (comment wgmesh:IFACE); both are undone at exit.
     #[arg(long)]
     introducer: bool,
+    /// Reach every peer through an introducer (when one is known), except peers on the LAN or a
+    /// local network and introducers themselves; the direct path keeps being tried.
+    #[arg(long)]
+    force_relay: bool,
     /// Also serve Prometheus metrics (GET /metrics, nothing else) on this TCP address, e.g.
     /// 127.0.0.1:9586. Off by default; the control API never listens on TCP. The metrics hold
     /// counts and timings, no keys or addresses, and have no authentication: prefer a loopback
@@ -274,6 +278,7 @@ fn join_cmd(
             stun_servers: args.stun,
         },
         introducer: args.introducer,
+        force_relay: args.force_relay,
         log_level,
         metrics_listen: args.metrics_listen,
         log_control,

@@ -101,6 +101,7 @@ fn options(dirs: &Dirs) -> JoinOptions {
         lan_discovery: false,
         discovery: wgmeshd::daemon::DiscoveryOptions::none(),
         introducer: false,
+        force_relay: false,
         log_level: LogLevel::Info,
         log_control: None,
         hangups: None,

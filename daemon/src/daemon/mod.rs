@@ -81,6 +81,9 @@ pub struct JoinOptions {
     pub discovery: DiscoveryOptions,
     /// Serve as an introducer: forward traffic between peers, announce it.
     pub introducer: bool,
+    /// Relay every peer that is not kept direct by the first relay rules (LAN, introducers,
+    /// local networks) through an introducer (`--force-relay`, as in Go).
+    pub force_relay: bool,
     /// The log level the daemon started with.
     pub log_level: LogLevel,
     /// Where to serve `GET /metrics` on TCP as well (off: `None`).

@@ -46,7 +46,7 @@ use crate::discovery::rendezvous::{DeviceTunnel, Rendezvous, system_clock};
 use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::stun::StunDiscovery;
 use crate::discovery::{self, lan::LanDiscovery};
-use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RouteTarget};
+use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RelayOptions, RouteTarget};
 use crate::events::EventBus;
 use crate::identity::Identity;
 use crate::keys::{PresharedKey, PrivateKey};
@@ -79,6 +79,8 @@ pub struct Node {
     /// The running log filter, which a reload of the level changes.
     log_control: Option<LogControl>,
     introducer: bool,
+    /// `--force-relay` (the reconcile loop's relay decisions).
+    force_relay: bool,
     lan_discovery: bool,
     /// The discovery layers beyond the LAN and their settings.
     discovery: super::DiscoveryOptions,
@@ -169,6 +171,7 @@ impl Node {
             reload_file: reload_file_path(&opts.state_dir, &opts.interface),
             log_control: opts.log_control.clone(),
             introducer: opts.introducer,
+            force_relay: opts.force_relay,
             lan_discovery: opts.lan_discovery,
             discovery: opts.discovery.clone(),
             gossip_port: keys.gossip_port,
@@ -349,6 +352,10 @@ impl Node {
             mesh: self.mesh,
             private_key: self.private_key.clone(),
             psk: self.psk,
+            relay: RelayOptions {
+                force_relay: self.force_relay,
+                ipv6: self.discovery.ipv6,
+            },
             published: reconciled_tx,
             metrics: metrics.clone(),
             events: events.clone(),

@@ -7,6 +7,11 @@
 //! public key), instead of flapping between them on every pass as in Go (weak spot 11); prefixes
 //! that are this node's own mesh addresses are never given to a peer. Every advertised network
 //! that is not installed is listed in [`DesiredDevice::refused`] with the reason.
+//!
+//! Relayed peers ([`super::relay`]): a peer in the relay routes keeps its own entry (endpoint,
+//! keepalive) with **no** allowed IPs, so WireGuard keeps trying the direct path, while the
+//! prefixes it holds (mesh IPs and networks) go to its relay's entry; traffic to them, and the
+//! device routes of its networks, therefore go through the relay (§8: the gateway is the relay).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +71,7 @@ pub fn desired_device(
     peers: &[Peer],
     psk: PresharedKey,
     policy: &RoutePolicy,
+    relays: &BTreeMap<PublicKey, PublicKey>,
 ) -> DesiredDevice {
     // Candidate claims in key order; the first claim of a prefix wins.
     let mut usable: Vec<&Peer> = peers
@@ -135,12 +141,38 @@ pub fn desired_device(
             },
         );
     }
+    // Relayed peers: their prefixes move to the relay's entry (created if the relay has no mesh
+    // IP and so no entry yet); their own entry stays, empty, so the direct path keeps being tried.
+    for (peer, via) in relays {
+        if peer == via || !device.peers.contains_key(peer) {
+            continue;
+        }
+        let Some(relay) = peers.iter().find(|p| p.public_key == *via) else {
+            continue;
+        };
+        if relay.public_key == local.public_key || relay.endpoint.is_none() {
+            continue;
+        }
+        let moved = device
+            .peers
+            .get_mut(peer)
+            .map(|p| std::mem::take(&mut p.allowed_ips))
+            .unwrap_or_default();
+        let entry = device.peers.entry(*via).or_insert_with(|| DesiredPeer {
+            endpoint: relay.endpoint,
+            preshared_key: psk,
+            keepalive: KEEPALIVE_SECS,
+            allowed_ips: Vec::new(),
+        });
+        entry.allowed_ips.extend(moved);
+        entry.allowed_ips.sort();
+    }
     device.routes = routes.into_iter().map(DesiredRoute::device).collect();
     device
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Instant;
 
     use super::*;
@@ -185,7 +217,13 @@ mod tests {
     fn each_peer_gets_its_mesh_ips_and_networks() {
         let mut p = peer(2, Some("10.1.0.2"), &["192.168.50.0/24", "10.9.1.2/16"]);
         p.mesh_ipv6 = Some("fd00::2".parse().unwrap());
-        let d = desired_device(&local(), &[p], PresharedKey([9; 32]), &open());
+        let d = desired_device(
+            &local(),
+            &[p],
+            PresharedKey([9; 32]),
+            &open(),
+            &BTreeMap::new(),
+        );
         let dp = &d.peers[&key(2)];
         assert_eq!(dp.keepalive, 25);
         assert_eq!(
@@ -208,6 +246,7 @@ mod tests {
             &[peer(1, Some("10.1.0.9"), &[]), peer(3, None, &[])],
             PresharedKey([9; 32]),
             &open(),
+            &BTreeMap::new(),
         );
         assert!(d.peers.is_empty());
     }
@@ -218,7 +257,13 @@ mod tests {
         let b = peer(4, Some("10.1.0.5"), &["192.168.9.0/24"]);
         let thief = peer(6, Some("10.1.0.1"), &[]);
         for order in [vec![a.clone(), b.clone(), thief.clone()], vec![thief, b, a]] {
-            let d = desired_device(&local(), &order, PresharedKey([9; 32]), &open());
+            let d = desired_device(
+                &local(),
+                &order,
+                PresharedKey([9; 32]),
+                &open(),
+                &BTreeMap::new(),
+            );
             assert_eq!(
                 d.peers[&key(4)].allowed_ips,
                 vec![n("10.1.0.5/32"), n("192.168.9.0/24")]
@@ -249,7 +294,13 @@ mod tests {
                 "172.20.0.0/16",
             ],
         );
-        let d = desired_device(&local(), &[hijacker], PresharedKey([9; 32]), &policy);
+        let d = desired_device(
+            &local(),
+            &[hijacker],
+            PresharedKey([9; 32]),
+            &policy,
+            &BTreeMap::new(),
+        );
         assert_eq!(
             d.peers[&key(2)].allowed_ips,
             vec![n("10.1.0.2/32"), n("172.20.0.0/16")]
@@ -275,7 +326,13 @@ mod tests {
     fn the_loser_of_a_contested_prefix_is_told_who_holds_it() {
         let a = peer(5, Some("10.1.0.5"), &["192.168.9.0/24"]);
         let b = peer(4, Some("10.1.0.4"), &["192.168.9.0/24"]);
-        let d = desired_device(&local(), &[a, b], PresharedKey([9; 32]), &open());
+        let d = desired_device(
+            &local(),
+            &[a, b],
+            PresharedKey([9; 32]),
+            &open(),
+            &BTreeMap::new(),
+        );
         assert!(!d.refused.contains_key(&key(4)));
         let lost = &d.refused[&key(5)];
         assert_eq!(lost.len(), 1);
@@ -283,5 +340,59 @@ mod tests {
             lost[0].reason,
             RefusalReason::ClaimedByOtherPeer(key(4).to_string())
         );
+    }
+
+    #[test]
+    fn a_relayed_peer_keeps_its_endpoint_and_its_prefixes_go_to_the_relay() {
+        let mut relay = peer(2, Some("10.1.0.2"), &[]);
+        relay.introducer = true;
+        let mut far = peer(7, Some("10.1.0.7"), &["172.30.0.0/16"]);
+        far.mesh_ipv6 = Some("fd00::7".parse().unwrap());
+        let relays = BTreeMap::from([(key(7), key(2))]);
+        let d = desired_device(
+            &local(),
+            &[relay, far],
+            PresharedKey([9; 32]),
+            &open(),
+            &relays,
+        );
+        let own = &d.peers[&key(7)];
+        assert!(own.allowed_ips.is_empty());
+        assert_eq!(own.endpoint, Some("192.0.2.7:51820".parse().unwrap()));
+        assert_eq!(own.keepalive, KEEPALIVE_SECS);
+        assert_eq!(
+            d.peers[&key(2)].allowed_ips,
+            vec![
+                n("10.1.0.2/32"),
+                n("10.1.0.7/32"),
+                n("172.30.0.0/16"),
+                n("fd00::7/128")
+            ]
+        );
+        // The network is still routed into the device; WireGuard sends it to the relay.
+        let routes: Vec<IpNet> = d.routes.iter().map(|r| r.destination()).collect();
+        assert_eq!(routes, vec![n("172.30.0.0/16")]);
+    }
+
+    #[test]
+    fn a_relay_without_mesh_ip_still_gets_an_entry_and_unknown_relays_change_nothing() {
+        let mut relay = peer(2, None, &[]);
+        relay.introducer = true;
+        let far = peer(7, Some("10.1.0.7"), &[]);
+        let relays = BTreeMap::from([(key(7), key(2))]);
+        let d = desired_device(
+            &local(),
+            &[relay, far.clone()],
+            PresharedKey([9; 32]),
+            &open(),
+            &relays,
+        );
+        assert_eq!(d.peers[&key(2)].allowed_ips, vec![n("10.1.0.7/32")]);
+        assert_eq!(
+            d.peers[&key(2)].endpoint,
+            Some("192.0.2.2:51820".parse().unwrap())
+        );
+        let d = desired_device(&local(), &[far], PresharedKey([9; 32]), &open(), &relays);
+        assert_eq!(d.peers[&key(7)].allowed_ips, vec![n("10.1.0.7/32")]);
     }
 }

@@ -11,4 +11,5 @@
 pub mod desired;
 pub mod diff;
 pub mod reconcile;
+pub mod relay;
 pub mod route_policy;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::desired::{RefusedRoute, desired_device};
 use super::diff::{DeviceSettings, diff};
+use super::relay::{self, RelayPlan};
 use super::route_policy::RoutePolicy;
 use crate::events::EventBus;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
@@ -67,6 +68,17 @@ pub struct Reconciled {
     pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
     /// The pass that published this (`None` before the first pass).
     pub last_pass: Option<PassSummary>,
+    /// Relayed peers and the reason behind every peer's path; the next pass starts from it.
+    pub relays: RelayPlan,
+}
+
+/// The options of the relay decisions ([`relay::Context`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayOptions {
+    /// `--force-relay`: relay every peer that rules 1–4 do not keep direct.
+    pub force_relay: bool,
+    /// IPv6 enabled (an IPv6 endpoint is tried directly).
+    pub ipv6: bool,
 }
 
 /// When a pass ended, how long it took and what it changed.
@@ -100,6 +112,8 @@ pub struct Reconciler<W> {
     pub private_key: Arc<PrivateKey>,
     /// The mesh PSK.
     pub psk: PresharedKey,
+    /// Relay decision options.
+    pub relay: RelayOptions,
     /// The device and refusals after each pass, for status and the API.
     pub published: watch::Sender<Reconciled>,
     /// Where every pass is counted.
@@ -158,10 +172,27 @@ impl<W: WireGuard> Reconciler<W> {
     pub async fn reconcile_once(&self) -> Result<PassReport, WgError> {
         let started = tokio::time::Instant::now();
         let local = self.local.borrow().clone();
-        let peers = self.store.for_device(Instant::now());
-        let desired = desired_device(&local, &peers, self.psk, &self.policy());
+        let now = Instant::now();
+        let peers = self.store.for_device(now);
         let live = self.wg.read().await?;
         let mut read_at = tokio::time::Instant::now();
+        let policy = self.policy();
+        let handshakes = handshake_ages(&live, SystemTime::now());
+        let previous = self.published.borrow().relays.table.clone();
+        let relays = relay::plan(
+            &peers,
+            &relay::Context {
+                local: &local,
+                local_networks: &policy.local_networks,
+                force_relay: self.relay.force_relay,
+                ipv6: self.relay.ipv6,
+                handshakes: &handshakes,
+                now,
+            },
+            &previous,
+        );
+        log_relay_changes(&previous, &relays);
+        let desired = desired_device(&local, &peers, self.psk, &policy, &relays.routes());
         let me = DeviceSettings {
             private_key: &self.private_key,
             public_key: local.public_key,
@@ -204,6 +235,7 @@ impl<W: WireGuard> Reconciler<W> {
             live,
             read_at: Some(read_at),
             refused: report.refused.clone(),
+            relays,
             last_pass: Some(PassSummary {
                 ended,
                 duration: report.duration,
@@ -348,6 +380,32 @@ fn new_refusals(
     fresh
 }
 
+/// Age of the last handshake of every peer of `live` that has one (a time in the future counts
+/// as just now).
+fn handshake_ages(live: &LiveDevice, wall: SystemTime) -> BTreeMap<PublicKey, Duration> {
+    live.peers
+        .iter()
+        .filter_map(|(key, p)| {
+            p.last_handshake
+                .map(|t| (*key, wall.duration_since(t).unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Logs every peer that changed path (relayed, direct, another relay) with the reason.
+fn log_relay_changes(previous: &relay::RelayTable, now: &RelayPlan) {
+    for (peer, r) in &now.table {
+        if previous.get(peer).map(|p| p.via) != Some(r.via) {
+            let reason = now.reasons.get(peer).map_or("", |r| r.code());
+            tracing::info!(peer = %peer.short(), via = %r.via.short(), reason, "relaying peer");
+        }
+    }
+    for peer in previous.keys().filter(|k| !now.table.contains_key(*k)) {
+        let reason = now.reasons.get(peer).map_or("gone", |r| r.code());
+        tracing::info!(peer = %peer.short(), reason, "peer back to its direct path");
+    }
+}
+
 /// The peers of `live` whose last handshake is recent enough to prove them alive
 /// ([`handshake_is_recent`]), with the monotonic instant of that handshake.
 fn recent_handshakes(
@@ -488,6 +546,10 @@ mod tests {
             },
             private_key,
             psk: PresharedKey([9; 32]),
+            relay: RelayOptions {
+                force_relay: false,
+                ipv6: true,
+            },
             published: watch::channel(Reconciled::default()).0,
             metrics: Arc::new(Metrics::default()),
             events: EventBus::new(64),

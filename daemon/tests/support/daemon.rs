@@ -112,6 +112,7 @@ impl Daemon {
             lan_discovery: false,
             discovery: wgmeshd::daemon::DiscoveryOptions::none(),
             introducer: false,
+            force_relay: false,
             log_level: LogLevel::Info,
             log_control: None,
             hangups: None,
