@@ -293,6 +293,11 @@ pub struct Peer {
     pub tx_bytes: u64,
     /// Networks it advertises that this node does not route, and why.
     pub routes_refused: Vec<RouteRefusal>,
+    /// How traffic to it goes: `direct`, `lan` (direct, on a local network) or `relay` (through
+    /// the introducer [`Peer::relay_via`]); `null` for peers not on the device.
+    pub path: Option<String>,
+    /// The public key of the introducer relaying its traffic when `path` is `relay`.
+    pub relay_via: Option<String>,
 }
 
 /// An advertised network this node refuses to route through the peer.
@@ -414,6 +419,8 @@ mod tests {
                     reason: "too_broad".into(),
                     detail: "broader than /8".into(),
                 }],
+                path: Some("relay".into()),
+                relay_via: Some("r".into()),
             }],
         };
         let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();

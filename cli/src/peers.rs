@@ -213,6 +213,7 @@ pub fn render_list(list: &PeerList) -> String {
             "VIA",
             "LAST SEEN",
             "HANDSHAKE",
+            "PATH",
             "STATE",
         ]
         .map(str::to_owned),
@@ -231,6 +232,7 @@ pub fn render_list(list: &PeerList) -> String {
             ago(p.last_seen_seconds_ago),
             p.last_handshake_seconds_ago
                 .map_or_else(|| "never".to_owned(), ago),
+            path_cell(p, &list.peers),
             p.state.clone(),
         ]);
     }
@@ -259,6 +261,20 @@ pub fn render_list(list: &PeerList) -> String {
     out
 }
 
+/// `direct`, `lan`, `relay:NAME` (the relay's hostname, else the start of its key) or `-`.
+fn path_cell(p: &Peer, peers: &[Peer]) -> String {
+    match (p.path.as_deref(), p.relay_via.as_deref()) {
+        (Some(path), Some(via)) => {
+            let name = peers
+                .iter()
+                .find(|r| r.public_key == via && !r.hostname.is_empty())
+                .map_or_else(|| short_key(via).to_owned(), |r| r.hostname.clone());
+            format!("{path}:{name}")
+        }
+        (path, _) => or_dash(path),
+    }
+}
+
 /// Every field of one peer, `Key: value`.
 pub fn render_peer(p: &Peer) -> String {
     let mut b = Block::default();
@@ -283,6 +299,13 @@ pub fn render_peer(p: &Peer) -> String {
             },
         )
         .row("Discovered via", list(&p.discovered_via))
+        .row(
+            "Path",
+            match (p.path.as_deref(), p.relay_via.as_deref()) {
+                (Some(path), Some(via)) => format!("{path} via {via}"),
+                (path, _) => or_dash(path),
+            },
+        )
         .row("Introducer", if p.introducer { "yes" } else { "no" })
         .row("NAT type", or_dash(p.nat_type.as_deref()))
         .row("Routes", list(&p.routable_networks));

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use wgmesh_api_types as api;
 
 use crate::engine::reconcile::Reconciled;
+use crate::engine::relay::Path;
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{CACHE_GRACE, DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
@@ -303,6 +304,7 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
         .into_iter()
         .map(|p| {
             let lp = inputs.reconciled.live.peers.get(&p.public_key);
+            let path = Path::of(&inputs.reconciled.relays, p);
             let refused = inputs
                 .reconciled
                 .refused
@@ -347,6 +349,11 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                         detail: r.reason.to_string(),
                     })
                     .collect(),
+                path: path.map(|p| p.as_str().to_owned()),
+                relay_via: match path {
+                    Some(Path::Relay(via)) => Some(via.to_string()),
+                    _ => None,
+                },
             }
         })
         .collect();
@@ -711,5 +718,57 @@ mod tests {
         let list = peer_list(&inputs(&local));
         let nats: Vec<Option<&str>> = list.peers.iter().map(|p| p.nat_type.as_deref()).collect();
         assert_eq!(nats, [Some("symmetric"), None]);
+    }
+
+    #[test]
+    fn peers_show_their_path_and_relay() {
+        use crate::engine::relay::{Reason, RelayPlan, Relayed};
+        let now = Instant::now();
+        let (relay, far, near) = (peer(1, now), peer(2, now), peer(3, now));
+        let relays = RelayPlan {
+            table: BTreeMap::from([(
+                far.public_key,
+                Relayed {
+                    via: relay.public_key,
+                    direct_passes: 0,
+                },
+            )]),
+            reasons: BTreeMap::from([
+                (relay.public_key, Reason::PeerIntroducer),
+                (far.public_key, Reason::NoDirectHandshake),
+            ]),
+        };
+        let reconciled = Reconciled {
+            relays,
+            ..Reconciled::default()
+        };
+        let peers = [relay.clone(), far, near];
+        let local = crate::node::tests::local();
+        let layers = BTreeMap::new();
+        let inputs = Inputs {
+            peers: &peers,
+            reconciled: &reconciled,
+            local: &local,
+            tasks: &[],
+            layers: &layers,
+            interface: InterfaceState::Up,
+            now,
+            wall: SystemTime::now(),
+        };
+        let list = peer_list(&inputs);
+        let got: Vec<(Option<&str>, Option<&str>)> = list
+            .peers
+            .iter()
+            .map(|p| (p.path.as_deref(), p.relay_via.as_deref()))
+            .collect();
+        let via = relay.public_key.to_string();
+        assert_eq!(
+            got,
+            [
+                (Some("lan"), None),
+                (Some("relay"), Some(via.as_str())),
+                (None, None)
+            ]
+        );
     }
 }

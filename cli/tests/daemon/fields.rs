@@ -113,6 +113,8 @@ const PEER_FIELDS: &[(&str, Result<(), &str>)] = &[
     ("peers[].routes_refused[].prefix", Ok(())),
     ("peers[].routes_refused[].reason", Ok(())),
     ("peers[].routes_refused[].detail", Ok(())),
+    ("peers[].path", Ok(())),
+    ("peers[].relay_via", Ok(())),
 ];
 
 /// `wgmeshctl peers get` shows every field of a peer.
@@ -135,6 +137,8 @@ const PEER_GET_FIELDS: &[(&str, &str)] = &[
     ("routes_refused[].prefix", "Routes refused"),
     ("routes_refused[].reason", "Routes refused"),
     ("routes_refused[].detail", "Routes refused"),
+    ("path", "Path"),
+    ("relay_via", "Path"),
 ];
 
 /// Every leaf of `value` as (concrete JSON pointer, field path as in [`STATUS_FIELDS`]). The keys

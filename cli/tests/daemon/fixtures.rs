@@ -241,6 +241,8 @@ pub fn full_peers() -> PeerList {
                     "mesh_subnet",
                     "overlaps the mesh subnet 10.78.0.0/16",
                 )],
+                path: Some("relay".into()),
+                relay_via: Some(BETA.into()),
             },
             Peer {
                 public_key: BETA.into(),
@@ -266,6 +268,8 @@ pub fn full_peers() -> PeerList {
                         "alpha routes it already",
                     ),
                 ],
+                path: Some("direct".into()),
+                relay_via: None,
             },
         ],
     }

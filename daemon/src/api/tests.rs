@@ -57,6 +57,8 @@ fn peers() -> PeerList {
             rx_bytes: 0,
             tx_bytes: 0,
             routes_refused: vec![],
+            path: Some("lan".into()),
+            relay_via: None,
         }],
     }
 }

@@ -157,6 +157,42 @@ impl RelayPlan {
     }
 }
 
+/// How traffic to a peer goes, for the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Its own WireGuard entry, over the internet.
+    Direct,
+    /// Its own entry, on a network this node is on (discovered on the LAN or an endpoint in a
+    /// local network).
+    Lan,
+    /// Through this introducer.
+    Relay(PublicKey),
+}
+
+impl Path {
+    /// The API's spelling: `direct`, `lan`, `relay`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Lan => "lan",
+            Self::Relay(_) => "relay",
+        }
+    }
+
+    /// The path of `peer` in `plan`; `None` for peers the plan did not decide (not on the device).
+    pub fn of(plan: &RelayPlan, peer: &Peer) -> Option<Self> {
+        if let Some(r) = plan.table.get(&peer.public_key) {
+            return Some(Self::Relay(r.via));
+        }
+        let reason = plan.reasons.get(&peer.public_key)?;
+        if *reason == Reason::LocalNetwork || peer.discovered_via.contains(&Method::Lan) {
+            Some(Self::Lan)
+        } else {
+            Some(Self::Direct)
+        }
+    }
+}
+
 /// Whether `peer` can carry relayed traffic now (§7.1).
 pub fn is_candidate(peer: &Peer, local: &LocalNode, now: Instant) -> bool {
     usable_relay(peer, local, now)
@@ -706,6 +742,36 @@ mod tests {
         let p = pass(&env, &peers, &t2);
         assert!(p.table.is_empty());
         assert_eq!(p.reasons[&key(7)], Reason::NoRelayCandidate);
+    }
+
+    #[test]
+    fn paths_for_the_api() {
+        let env = Env::new();
+        let mut lan = remote(3, &[Method::Lan]);
+        lan.introducer = false;
+        let mut local_net = remote(4, &[Method::Dht]);
+        local_net.endpoint = Some("192.168.1.9:51820".parse().unwrap());
+        let peers = [
+            intro(2),
+            lan,
+            local_net,
+            remote(5, &[Method::Dht]),
+            remote(7, &[Method::DhtTransitive]),
+        ];
+        let plan = pass(&env, &peers, &RelayTable::new());
+        let got: Vec<Option<Path>> = peers.iter().map(|p| Path::of(&plan, p)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(Path::Direct),
+                Some(Path::Lan),
+                Some(Path::Lan),
+                Some(Path::Direct),
+                Some(Path::Relay(key(2)))
+            ]
+        );
+        assert_eq!(Path::of(&plan, &remote(9, &[])), None);
+        assert_eq!(Path::Relay(key(2)).as_str(), "relay");
     }
 
     #[test]
