@@ -110,16 +110,19 @@ struct View {
 }
 
 impl View {
-    /// Takes the pass's refusals and summary, and its device read if newer than ours. Returns
-    /// whether the change is worth a rebuild (the pass changed the device, or the refusals).
+    /// Takes the pass's refusals, relay plan and summary, and its device read if newer than
+    /// ours. Returns whether the change is worth a rebuild (the pass changed the device, the
+    /// refusals or the relays).
     fn take(&mut self, published: &Reconciled) -> bool {
         let changed = published.last_pass.is_some_and(|p| p.changed)
-            || published.refused != self.reconciled.refused;
+            || published.refused != self.reconciled.refused
+            || published.relays != self.reconciled.relays;
         if published.read_at > self.reconciled.read_at {
             self.reconciled.live = published.live.clone();
             self.reconciled.read_at = published.read_at;
         }
         self.reconciled.refused = published.refused.clone();
+        self.reconciled.relays = published.relays.clone();
         self.reconciled.last_pass = published.last_pass;
         changed
     }
@@ -779,5 +782,36 @@ mod tests {
         assert!(!events.iter().any(|e| e.starts_with("removed:")));
         assert_eq!(r.snapshots.latest().peers.peers.len(), 254);
         r.stop().await;
+    }
+
+    #[test]
+    fn a_changed_relay_plan_is_taken_and_rebuilds() {
+        use std::collections::BTreeMap;
+
+        use crate::engine::relay::{RelayPlan, Relayed};
+        let mut view = View {
+            reconciled: Reconciled::default(),
+        };
+        assert!(!view.take(&Reconciled::default()));
+        let relays = RelayPlan {
+            table: BTreeMap::from([(
+                PublicKey([7; 32]),
+                Relayed {
+                    via: PublicKey([2; 32]),
+                    direct_passes: 0,
+                },
+            )]),
+            reasons: BTreeMap::new(),
+        };
+        let published = Reconciled {
+            relays: relays.clone(),
+            ..Reconciled::default()
+        };
+        assert!(view.take(&published));
+        assert_eq!(view.reconciled.relays, relays);
+        assert!(
+            !view.take(&published),
+            "the same plan again changes nothing"
+        );
     }
 }
