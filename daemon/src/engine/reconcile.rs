@@ -131,6 +131,8 @@ pub struct PassReport {
     pub failed_peers: usize,
     /// Peers this pass created on the device.
     pub added: Vec<PublicKey>,
+    /// Relayed peers whose direct path has no fresh handshake ([`relay::retry_direct`]).
+    pub retry_direct: Vec<PublicKey>,
     /// Advertised networks not installed.
     pub refused: BTreeMap<PublicKey, Vec<RefusedRoute>>,
     /// How long the pass took.
@@ -229,6 +231,7 @@ impl<W: WireGuard> Reconciler<W> {
             tracing::warn!(error = %e, "route sync incomplete");
         }
         report.refused = desired.refused;
+        report.retry_direct = relay::retry_direct(&relays.table, &handshakes);
         let ended = tokio::time::Instant::now();
         report.duration = ended.saturating_duration_since(started);
         self.published.send_replace(Reconciled {
@@ -297,6 +300,7 @@ impl<W: WireGuard> Reconciler<W> {
         tokio::pin!(kick_timer);
         let mut failures = 0;
         let mut logged = BTreeSet::new();
+        let mut last_direct_retry = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -344,6 +348,16 @@ impl<W: WireGuard> Reconciler<W> {
                             detail = %r.reason,
                             "not routing a network this peer advertises"
                         );
+                    }
+                    if last_direct_retry.elapsed() >= relay::DIRECT_RETRY {
+                        last_direct_retry = tokio::time::Instant::now();
+                        if !report.retry_direct.is_empty() {
+                            tracing::debug!(
+                                peers = report.retry_direct.len(),
+                                "trying the direct path of relayed peers"
+                            );
+                            self.wg.kick(&report.retry_direct).await;
+                        }
                     }
                     if !report.added.is_empty() {
                         to_kick.extend(report.added);
@@ -758,6 +772,51 @@ mod tests {
         tokio::time::advance(INTERVAL).await;
         settle().await;
         assert_eq!(metrics.values().reconcile_failures, 1);
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transitive_peer_goes_through_the_introducer_and_its_direct_path_is_retried() {
+        let fake = Arc::new(FakeWireGuard::new("wgt0"));
+        let store = Arc::new(PeerStore::new(1000));
+        let intro = PeerUpdate {
+            introducer: true,
+            ..announce(2)
+        };
+        store.update(intro, Method::Lan, Instant::now());
+        store.update(announce(3), Method::DhtTransitive, Instant::now());
+        let (r, _rig) = reconciler(fake.clone(), store.clone());
+        let mut published = r.published.subscribe();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(r.run(cancel.clone()));
+        settle().await;
+        let live = fake.read().await.unwrap();
+        assert!(live.peers[&key(3)].allowed_ips.is_empty(), "{live:?}");
+        assert_eq!(
+            live.peers[&key(3)].endpoint,
+            Some("192.0.2.3:51820".parse().unwrap())
+        );
+        let via_intro: Vec<String> = live.peers[&key(2)]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(via_intro, ["10.1.0.2/32", "10.1.0.3/32"]);
+        let relays = published.borrow_and_update().relays.clone();
+        assert_eq!(relays.table[&key(3)].via, key(2));
+        fake.set_handshake(&key(2), SystemTime::now());
+        tokio::time::advance(KICK_AFTER).await;
+        settle().await;
+        let count = |k: PublicKey| fake.kicks().iter().filter(|x| **x == k).count();
+        let before = count(key(3));
+        // The next pass after DIRECT_RETRY kicks the relayed peer's own entry, not the relay.
+        for _ in 0..6 {
+            tokio::time::advance(INTERVAL).await;
+            settle().await;
+        }
+        assert!(count(key(3)) > before, "{:?}", fake.kicks());
+        assert_eq!(count(key(2)), 0, "{:?}", fake.kicks());
         cancel.cancel();
         task.await.unwrap().unwrap();
     }

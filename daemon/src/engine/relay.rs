@@ -157,6 +157,23 @@ impl RelayPlan {
     }
 }
 
+/// The relayed peers whose direct path has no fresh handshake: the reconcile loop starts a
+/// handshake on their own entry every [`DIRECT_RETRY`] (their entry has no allowed IPs, so no
+/// traffic would ever make WireGuard try the direct path again after its retries give up).
+pub fn retry_direct(
+    table: &RelayTable,
+    handshakes: &BTreeMap<PublicKey, Duration>,
+) -> Vec<PublicKey> {
+    table
+        .keys()
+        .filter(|k| handshakes.get(k).is_none_or(|age| *age >= HANDSHAKE_FRESH))
+        .copied()
+        .collect()
+}
+
+/// How often relayed peers' direct paths are tried again (WireGuard's keepalive interval).
+pub const DIRECT_RETRY: Duration = Duration::from_secs(25);
+
 /// How traffic to a peer goes, for the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -742,6 +759,26 @@ mod tests {
         let p = pass(&env, &peers, &t2);
         assert!(p.table.is_empty());
         assert_eq!(p.reasons[&key(7)], Reason::NoRelayCandidate);
+    }
+
+    #[test]
+    fn relayed_peers_without_a_fresh_direct_handshake_are_retried() {
+        let relayed = |b: u8| {
+            (
+                key(b),
+                Relayed {
+                    via: key(2),
+                    direct_passes: 0,
+                },
+            )
+        };
+        let table = RelayTable::from([relayed(5), relayed(6), relayed(7)]);
+        let hs = BTreeMap::from([
+            (key(6), Duration::from_secs(10)),
+            (key(7), HANDSHAKE_FRESH),
+            (key(8), Duration::from_secs(500)),
+        ]);
+        assert_eq!(retry_direct(&table, &hs), [key(5), key(7)]);
     }
 
     #[test]
