@@ -17,10 +17,37 @@ use wgmesh_tests::labnode_exe;
 const API_UP: Duration = Duration::from_secs(20);
 /// How long a and c may take to list each other as relayed through b.
 const RELAYED: Duration = Duration::from_secs(60);
+/// How long a and c may take to go back to direct once a direct path exists: the next direct
+/// retry (25 s) plus three passes with the fresh handshake (5 s each), with slack.
+const BACK_TO_DIRECT: Duration = Duration::from_secs(75);
 
 /// The entry for `key` in `host`'s peer list, if listed (an API error fails the test).
 fn listed(host: &Host, key: &str) -> Option<Peer> {
     daemon::peer(host, key).unwrap()
+}
+
+/// The path `host` lists for `key`: (`path`, `relay_via`).
+fn path_of(host: &Host, key: &str) -> (Option<String>, Option<String>) {
+    listed(host, key).map_or((None, None), |p| (p.path, p.relay_via))
+}
+
+/// a, b (`--introducer`), c on two LANs, daemons started and serving; their statuses.
+fn two_lans(name: &str) -> (Lab, Vec<Daemon>, Vec<wgmesh_api_types::Status>, Instant) {
+    let lab = Lab::two_lans(name, &["a"], "b", &["c"]).unwrap();
+    let exe = labnode_exe!();
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
+    let started = Instant::now();
+    let daemons = vec![
+        Daemon::start(&exe, lab.host("a"), &secret, &[]).unwrap(),
+        Daemon::start(&exe, lab.host("b"), &secret, &["--introducer"]).unwrap(),
+        Daemon::start(&exe, lab.host("c"), &secret, &[]).unwrap(),
+    ];
+    let st = daemons
+        .iter()
+        .map(|d| d.wait_api(API_UP).unwrap())
+        .collect();
+    (lab, daemons, st, started)
 }
 
 #[test]
@@ -28,21 +55,9 @@ fn peers_on_two_lans_talk_through_the_introducer() {
     if !lab::require_root() {
         return;
     }
-    let lab = Lab::two_lans("relay_two", &["a"], "b", &["c"]).unwrap();
+    let (lab, daemons, st, started) = two_lans("relay_two");
     let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
     let exe = labnode_exe!();
-    let secret = lab.dir().join("mesh.secret");
-    daemon::write_secret(&exe, &secret).unwrap();
-    let started = Instant::now();
-    let daemons = [
-        Daemon::start(&exe, a, &secret, &[]).unwrap(),
-        Daemon::start(&exe, b, &secret, &["--introducer"]).unwrap(),
-        Daemon::start(&exe, c, &secret, &[]).unwrap(),
-    ];
-    let st: Vec<_> = daemons
-        .iter()
-        .map(|d| d.wait_api(API_UP).unwrap())
-        .collect();
     let (key_a, key_b, key_c) = (&st[0].public_key, &st[1].public_key, &st[2].public_key);
 
     // a lists c relayed via b, and c lists a relayed via b.
@@ -77,4 +92,86 @@ fn peers_on_two_lans_talk_through_the_introducer() {
     assert!(c_on_a.endpoint.is_some(), "{c_on_a:?}");
     let logs = daemons[0].process().logs();
     assert!(logs.contains("relaying peer"), "{logs}");
+}
+
+#[test]
+fn a_relayed_pair_goes_direct_once_a_direct_path_exists() {
+    if !lab::require_root() {
+        return;
+    }
+    let (lab, _daemons, st, _) = two_lans("relay_heal");
+    let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
+    let (key_a, key_b, key_c) = (&st[0].public_key, &st[1].public_key, &st[2].public_key);
+    let via_b = (Some("relay".to_owned()), Some(key_b.clone()));
+    let relayed = lab::wait_until(RELAYED, || {
+        path_of(a, key_c) == via_b && path_of(c, key_a) == via_b
+    });
+    assert!(
+        relayed,
+        "a: {:?}, c: {:?}",
+        path_of(a, key_c),
+        path_of(c, key_a)
+    );
+    // A direct path appears: plain IP routes through b (an introducer forwards anyway), outside
+    // the tunnel. a's and c's own WireGuard entries for each other must start handshaking.
+    let (lan1, lan2) = (lab.lan_subnet(1).unwrap(), lab.lan_subnet(2).unwrap());
+    let (b1, b2) = (
+        b.ip_on(1).unwrap().to_string(),
+        b.ip_on(2).unwrap().to_string(),
+    );
+    a.exec_ok("ip", &["route", "add", &lan2.to_string(), "via", &b1])
+        .unwrap();
+    c.exec_ok("ip", &["route", "add", &lan1.to_string(), "via", &b2])
+        .unwrap();
+    assert!(
+        a.wait_reachable(c.ip_on(2).unwrap(), Duration::from_secs(5))
+            .unwrap()
+    );
+    let healed = Instant::now();
+    // Traffic during the switch: pings a -> c over the mesh every 0.2 s.
+    let c_mesh = daemon::mesh_ip(c).unwrap();
+    let pings = a
+        .spawn(
+            "ping",
+            &["-n", "-i", "0.2", "-c", "400", &c_mesh.to_string()],
+            &[],
+        )
+        .unwrap();
+    let direct = (Some("direct".to_owned()), None);
+    let back = lab::wait_until(BACK_TO_DIRECT, || {
+        path_of(a, key_c) == direct && path_of(c, key_a) == direct
+    });
+    assert!(
+        back,
+        "a and c did not go direct within {BACK_TO_DIRECT:?} of the direct path appearing\na lists c {:#?}\nc lists a {:#?}",
+        listed(a, key_c),
+        listed(c, key_a)
+    );
+    let switched = healed.elapsed();
+    // Both handshaked directly, and traffic flows on the direct entries now.
+    for (host, key) in [(a, key_c), (c, key_a)] {
+        let p = listed(host, key).unwrap();
+        assert!(
+            p.last_handshake_seconds_ago.is_some_and(|s| s < 150),
+            "{p:?}"
+        );
+    }
+    daemon::tcp_every_pair(&labnode_exe!(), &[a, c]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    pings.kill().unwrap();
+    let out = pings.stdout();
+    let replies = out.matches("bytes from").count();
+    let last_seq = out
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "relay heal: back to direct on both sides {:.2} s after the direct path appeared; pings a -> c during the switch: {replies} replies, last icmp_seq {last_seq}",
+        switched.as_secs_f64()
+    );
+    assert!(replies > 0, "no ping reply at all:\n{out}");
+    let logs = lab.logs(400);
+    assert!(logs.contains("peer back to its direct path"), "{logs}");
 }
