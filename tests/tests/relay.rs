@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wgmesh_api_types::Peer;
 use wgmesh_tests::daemon::{self, Daemon};
-use wgmesh_tests::lab::{self, Host, Lab};
+use wgmesh_tests::lab::{self, Host, Lab, NatKind};
 use wgmesh_tests::labnode_exe;
 
 /// How long a daemon may take to serve its API after start.
@@ -20,6 +20,11 @@ const RELAYED: Duration = Duration::from_secs(60);
 /// How long a and c may take to go back to direct once a direct path exists: the next direct
 /// retry (25 s) plus three passes with the fresh handshake (5 s each), with slack.
 const BACK_TO_DIRECT: Duration = Duration::from_secs(75);
+
+/// The lab's STUN port.
+const STUN_PORT: u16 = 3478;
+/// How long the NATed hosts may take to settle on their path to each other.
+const NAT_SETTLED: Duration = Duration::from_secs(90);
 
 /// The entry for `key` in `host`'s peer list, if listed (an API error fails the test).
 fn listed(host: &Host, key: &str) -> Option<Peer> {
@@ -174,4 +179,121 @@ fn a_relayed_pair_goes_direct_once_a_direct_path_exists() {
     assert!(replies > 0, "no ping reply at all:\n{out}");
     let logs = lab.logs(400);
     assert!(logs.contains("peer back to its direct path"), "{logs}");
+}
+
+/// Makes `router` drop packets from its public side that start a new connection, as a home
+/// router does (see tests/tests/rendezvous.rs: without it, crossing punches never meet in a lab
+/// whose links have no delay).
+fn filter_unsolicited(router: &Host) {
+    let rules = r#"table ip wgmesh_lab_filter {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+}
+"#;
+    let path = router.dir().join("filter.nft");
+    std::fs::write(&path, rules).unwrap();
+    router
+        .exec_ok("nft", &["-f", path.to_str().unwrap()])
+        .unwrap();
+}
+
+/// Two hosts behind NATs of `kind` and a public introducer, with two STUN servers so the hosts
+/// learn their NAT type; LAN discovery off, the hosts know only the introducer (`--peer`). Waits
+/// until a and c both list each other with `want` as path (`relay` via the introducer, or
+/// `direct`), then checks TCP between them; returns how long that took from the start.
+fn behind_nats(name: &str, kind: NatKind, want: &str) -> Duration {
+    let exe = labnode_exe!();
+    let lab = Lab::builder(name)
+        .public_lan(&["s1", "s2", "intro"])
+        .nat_host("a", kind)
+        .nat_host("c", kind)
+        .build()
+        .unwrap();
+    filter_unsolicited(lab.nat_router("a"));
+    filter_unsolicited(lab.nat_router("c"));
+    let mut stuns = Vec::new();
+    let mut stun_args = Vec::new();
+    for s in ["s1", "s2"] {
+        let bind = format!("{}:{STUN_PORT}", lab.host(s).ip());
+        let server = exe
+            .in_host(lab.host(s), "stun-server")
+            .args(["--bind", &bind])
+            .spawn()
+            .unwrap();
+        assert!(lab::wait_until(Duration::from_secs(5), || server
+            .stdout()
+            .contains("listening")));
+        stuns.push(server);
+        stun_args.extend(["--stun".to_owned(), bind]);
+    }
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
+    let intro_at = format!(
+        "{}:{}",
+        lab.host("intro").ip(),
+        daemon::gossip_port(&secret).unwrap()
+    );
+    let started = Instant::now();
+    let mut args: Vec<&str> = vec!["--no-lan-discovery"];
+    args.extend(stun_args.iter().map(String::as_str));
+    let di = Daemon::start(
+        &exe,
+        lab.host("intro"),
+        &secret,
+        &[args.as_slice(), &["--introducer"]].concat(),
+    )
+    .unwrap();
+    let nated = [args.as_slice(), &["--peer", intro_at.as_str()]].concat();
+    let da = Daemon::start(&exe, lab.host("a"), &secret, &nated).unwrap();
+    let dc = Daemon::start(&exe, lab.host("c"), &secret, &nated).unwrap();
+    let key_i = di.wait_api(API_UP).unwrap().public_key;
+    let key_a = da.wait_api(API_UP).unwrap().public_key;
+    let key_c = dc.wait_api(API_UP).unwrap().public_key;
+    let (a, c) = (lab.host("a"), lab.host("c"));
+    let expected = if want == "relay" {
+        (Some("relay".to_owned()), Some(key_i.clone()))
+    } else {
+        (Some(want.to_owned()), None)
+    };
+    let settled = lab::wait_until(NAT_SETTLED, || {
+        path_of(a, &key_c) == expected && path_of(c, &key_a) == expected
+    });
+    assert!(
+        settled,
+        "a and c behind {kind:?} NATs did not end {want} within {NAT_SETTLED:?}\na lists c {:#?}\nc lists a {:#?}\na's status {:#?}",
+        listed(a, &key_c),
+        listed(c, &key_a),
+        daemon::status(a).unwrap()
+    );
+    let took = started.elapsed();
+    daemon::tcp_every_pair(&exe, &[a, c]).unwrap();
+    let nat = daemon::status(a).unwrap().nat_type;
+    eprintln!(
+        "behind {kind:?} NATs (a's NAT type {nat:?}): a and c {want} {:.2} s after start; TCP between them passed {:.2} s after start",
+        took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    took
+}
+
+#[test]
+fn hosts_behind_symmetric_nats_end_relayed_and_carry_traffic() {
+    if !lab::require_root() {
+        return;
+    }
+    behind_nats("relay_sym", NatKind::Symmetric, "relay");
+}
+
+#[test]
+fn hosts_behind_cone_nats_end_direct() {
+    if !lab::require_root() {
+        return;
+    }
+    behind_nats("relay_cone", NatKind::Cone, "direct");
 }
