@@ -232,6 +232,7 @@ impl<W: WireGuard> Reconciler<W> {
         }
         report.refused = desired.refused;
         report.retry_direct = relay::retry_direct(&relays.table, &handshakes);
+        self.metrics.set_relayed_peers(relays.table.len());
         let ended = tokio::time::Instant::now();
         report.duration = ended.saturating_duration_since(started);
         self.published.send_replace(Reconciled {
@@ -788,6 +789,7 @@ mod tests {
         store.update(announce(3), Method::DhtTransitive, Instant::now());
         let (r, _rig) = reconciler(fake.clone(), store.clone());
         let mut published = r.published.subscribe();
+        let r_metrics = r.metrics.clone();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(r.run(cancel.clone()));
         settle().await;
@@ -805,6 +807,12 @@ mod tests {
         assert_eq!(via_intro, ["10.1.0.2/32", "10.1.0.3/32"]);
         let relays = published.borrow_and_update().relays.clone();
         assert_eq!(relays.table[&key(3)].via, key(2));
+        let exposition =
+            crate::metrics::render(&wgmesh_api_types::Status::default(), &r_metrics.values());
+        assert!(
+            exposition.contains("\nwgmesh_relayed_peers 1\n"),
+            "{exposition}"
+        );
         fake.set_handshake(&key(2), SystemTime::now());
         tokio::time::advance(KICK_AFTER).await;
         settle().await;

@@ -13,7 +13,9 @@
 //! - `wgmesh_reconcile_duration_seconds` covers the whole pass (device read, diff, apply, routes),
 //!   with Go's default buckets;
 //! - `wgmesh_discovery_dropped_total{layer}` is ours: datagrams a layer received and dropped;
-//! - not exported yet, for want of the feature in this build: `wgmesh_relayed_peers`,
+//! - `wgmesh_relayed_peers` is the size of the relay table after the last reconcile pass, as
+//!   in Go (set by the reconcile loop, not read from the status);
+//! - not exported yet, for want of the feature in this build:
 //!   `wgmesh_probe_rtt_seconds`, `wgmesh_nat_traversal_*`; nor Go's runtime and process
 //!   collectors.
 
@@ -161,6 +163,8 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     /// added, updated, removed, failed
     reconcile_changes: [AtomicU64; 4],
+    /// Peers relayed after the last reconcile pass (a gauge).
+    relayed_peers: AtomicU64,
     layers: Mutex<BTreeMap<&'static str, LayerCounters>>,
     /// (route, status) → requests. Routes are the router's path templates, so the set is small.
     api_requests: Mutex<BTreeMap<(String, u16), u64>>,
@@ -173,6 +177,7 @@ impl Default for Metrics {
             reconcile_failures: AtomicU64::new(0),
             reconcile_duration: Histogram::new(&DURATION_BUCKETS),
             reconcile_changes: Default::default(),
+            relayed_peers: AtomicU64::new(0),
             layers: Mutex::new(BTreeMap::new()),
             api_requests: Mutex::new(BTreeMap::new()),
         }
@@ -203,6 +208,8 @@ pub struct CounterValues {
     pub reconcile_duration: HistogramValues,
     /// Peer changes: added, updated, removed, failed.
     pub reconcile_changes: [u64; 4],
+    /// Peers relayed through an introducer after the last pass.
+    pub relayed_peers: u64,
     /// Layer → (events, sends).
     pub layers: BTreeMap<&'static str, (u64, u64)>,
     /// (layer, reason) → datagrams dropped.
@@ -225,6 +232,12 @@ impl Metrics {
         add(updated, counts.updated);
         add(removed, counts.removed);
         add(failed, counts.failed);
+    }
+
+    /// The number of relayed peers after a pass.
+    pub fn set_relayed_peers(&self, n: usize) {
+        self.relayed_peers
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// A reconcile pass that failed.
@@ -281,6 +294,7 @@ impl Metrics {
             reconcile_failures: load(&self.reconcile_failures),
             reconcile_duration: self.reconcile_duration.values(),
             reconcile_changes: self.reconcile_changes.each_ref().map(load),
+            relayed_peers: load(&self.relayed_peers),
             layers,
             layer_drops,
             api_requests: self
@@ -469,6 +483,12 @@ pub fn render(status: &Status, counters: &CounterValues) -> String {
     {
         e.sample("wgmesh_reconcile_changes_total", &[("change", change)], n);
     }
+    e.family(
+        "wgmesh_relayed_peers",
+        "gauge",
+        "Peers reached through an introducer (relay) after the last reconcile pass.",
+    );
+    e.sample("wgmesh_relayed_peers", &[], counters.relayed_peers);
 
     e.family(
         "wgmesh_discovery_events_total",
