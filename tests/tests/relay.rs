@@ -206,8 +206,9 @@ fn filter_unsolicited(router: &Host) {
 /// Two hosts behind NATs of `kind` and a public introducer, with two STUN servers so the hosts
 /// learn their NAT type; LAN discovery off, the hosts know only the introducer (`--peer`). Waits
 /// until a and c both list each other with `want` as path (`relay` via the introducer, or
-/// `direct`), then checks TCP between them; returns how long that took from the start.
-fn behind_nats(name: &str, kind: NatKind, want: &str) -> Duration {
+/// `direct`), then checks TCP between them; returns how long that took from the start. `extra`
+/// are more flags for a and c.
+fn behind_nats(name: &str, kind: NatKind, extra: &[&str], want: &str) -> Duration {
     let exe = labnode_exe!();
     let lab = Lab::builder(name)
         .public_lan(&["s1", "s2", "intro"])
@@ -249,7 +250,7 @@ fn behind_nats(name: &str, kind: NatKind, want: &str) -> Duration {
         &[args.as_slice(), &["--introducer"]].concat(),
     )
     .unwrap();
-    let nated = [args.as_slice(), &["--peer", intro_at.as_str()]].concat();
+    let nated = [args.as_slice(), &["--peer", intro_at.as_str()], extra].concat();
     let da = Daemon::start(&exe, lab.host("a"), &secret, &nated).unwrap();
     let dc = Daemon::start(&exe, lab.host("c"), &secret, &nated).unwrap();
     let key_i = di.wait_api(API_UP).unwrap().public_key;
@@ -273,11 +274,27 @@ fn behind_nats(name: &str, kind: NatKind, want: &str) -> Duration {
     );
     let took = started.elapsed();
     daemon::tcp_every_pair(&exe, &[a, c]).unwrap();
+    let tcp_done = started.elapsed();
+    if extra.contains(&"--force-relay") {
+        // The direct path works here (cone NATs): it is still tried and handshakes, yet the
+        // pair stays relayed for more than the three passes that would end a relay otherwise.
+        let fresh = lab::wait_until(NAT_SETTLED, || {
+            listed(a, &key_c).is_some_and(|p| p.last_handshake_seconds_ago.is_some_and(|s| s < 150))
+        });
+        assert!(
+            fresh,
+            "no direct handshake under --force-relay: {:#?}",
+            listed(a, &key_c)
+        );
+        std::thread::sleep(Duration::from_secs(20));
+        assert_eq!(path_of(a, &key_c), expected);
+        assert_eq!(path_of(c, &key_a), expected);
+    }
     let nat = daemon::status(a).unwrap().nat_type;
     eprintln!(
-        "behind {kind:?} NATs (a's NAT type {nat:?}): a and c {want} {:.2} s after start; TCP between them passed {:.2} s after start",
+        "behind {kind:?} NATs {extra:?} (a's NAT type {nat:?}): a and c {want} {:.2} s after start; TCP between them passed {:.2} s after start",
         took.as_secs_f64(),
-        started.elapsed().as_secs_f64()
+        tcp_done.as_secs_f64()
     );
     took
 }
@@ -287,7 +304,7 @@ fn hosts_behind_symmetric_nats_end_relayed_and_carry_traffic() {
     if !lab::require_root() {
         return;
     }
-    behind_nats("relay_sym", NatKind::Symmetric, "relay");
+    behind_nats("relay_sym", NatKind::Symmetric, &[], "relay");
 }
 
 #[test]
@@ -295,5 +312,13 @@ fn hosts_behind_cone_nats_end_direct() {
     if !lab::require_root() {
         return;
     }
-    behind_nats("relay_cone", NatKind::Cone, "direct");
+    behind_nats("relay_cone", NatKind::Cone, &[], "direct");
+}
+
+#[test]
+fn force_relay_relays_hosts_that_could_go_direct() {
+    if !lab::require_root() {
+        return;
+    }
+    behind_nats("relay_force", NatKind::Cone, &["--force-relay"], "relay");
 }
