@@ -730,7 +730,7 @@ mod tests {
                 far.public_key,
                 Relayed {
                     via: relay.public_key,
-                    direct_passes: 0,
+                    direct_since: None,
                 },
             )]),
             reasons: BTreeMap::from([

@@ -798,7 +798,7 @@ mod tests {
                 PublicKey([7; 32]),
                 Relayed {
                     via: PublicKey([2; 32]),
-                    direct_passes: 0,
+                    direct_since: None,
                 },
             )]),
             reasons: BTreeMap::new(),

@@ -302,6 +302,10 @@ impl<W: WireGuard> Reconciler<W> {
         let mut failures = 0;
         let mut logged = BTreeSet::new();
         let mut last_direct_retry = tokio::time::Instant::now();
+        // A pass exactly when a relayed peer is due back to direct (see relay::DIRECT_HOLD).
+        let switch_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(switch_timer);
+        let mut switch_due = false;
         loop {
             tokio::select! {
                 biased;
@@ -310,6 +314,10 @@ impl<W: WireGuard> Reconciler<W> {
                     let peers = std::mem::take(&mut to_kick);
                     self.kick_silent(&peers).await;
                     continue;
+                }
+                () = &mut switch_timer, if switch_due => {
+                    switch_due = false;
+                    tick.reset();
                 }
                 _ = tick.tick() => {}
                 changed = self.local.changed() => {
@@ -341,6 +349,13 @@ impl<W: WireGuard> Reconciler<W> {
                 Ok(report) => {
                     failures = 0;
                     self.report(&report);
+                    let next_switch = self.published.borrow().relays.next_switch();
+                    switch_due = next_switch.is_some();
+                    if let Some(at) = next_switch {
+                        // Just after the due instant, so the pass sees the hold as complete.
+                        let at = tokio::time::Instant::from_std(at) + Duration::from_millis(1);
+                        switch_timer.as_mut().reset(at);
+                    }
                     for (peer, r) in new_refusals(&mut logged, &report.refused) {
                         tracing::warn!(
                             peer = %peer.short(),

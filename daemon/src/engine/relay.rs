@@ -22,8 +22,12 @@
 //!
 //! Make-before-break (ours; Go flaps, weak spot 8): the relayed peer keeps its own WireGuard entry
 //! with its endpoint (no allowed IPs), so its direct path keeps being tried, and it goes back to
-//! direct only after a fresh direct handshake has been seen in [`HYSTERESIS`] consecutive passes
-//! (`direct_pending` while counting). A decision of "direct" without such a handshake keeps the
+//! direct only once its direct handshakes have stayed fresh for [`DIRECT_HOLD`] (three passes at
+//! the 5 s cadence, Go's three cycles), counted from the first fresh handshake itself
+//! (`direct_pending` while waiting; a stale handshake restarts it). Both sides of a pair see the
+//! same handshake, so both switch back at the same moment when the reconcile loop wakes for
+//! [`RelayPlan::next_switch`], instead of up to one pass apart (during which WireGuard's
+//! exclusive allowed IPs would drop the packets of the side that switched first). A decision of "direct" without such a handshake keeps the
 //! relay (`no_direct_handshake`), except for rules 1–3, which say relaying is wrong for this peer
 //! whatever the handshakes. The relay is sticky: a relayed peer stays with its relay while that
 //! relay is still usable (active, not quarantined, with an endpoint), even if it has dropped out of
@@ -45,8 +49,9 @@ use crate::peers::{Liveness, Method, Peer};
 pub const CANDIDATE_MAX_AGE: Duration = Duration::from_secs(90);
 /// A handshake younger than this proves the direct path (Go `HandshakeStaleAfter`).
 pub const HANDSHAKE_FRESH: Duration = Duration::from_secs(150);
-/// Consecutive passes with a fresh direct handshake before a relayed peer goes back to direct.
-pub const HYSTERESIS: u32 = 3;
+/// How long a relayed peer's direct handshakes must stay fresh before it goes back to direct:
+/// two intervals of the reconcile loop, i.e. the third pass with a fresh handshake.
+pub const DIRECT_HOLD: Duration = Duration::from_secs(10);
 
 /// Why a peer is direct or relayed. Stable codes for the API and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,8 +139,9 @@ pub struct Context<'a> {
 pub struct Relayed {
     /// The introducer carrying its traffic.
     pub via: PublicKey,
-    /// Consecutive passes with a fresh direct handshake so far.
-    pub direct_passes: u32,
+    /// Since when its direct handshakes have been fresh (the first fresh handshake's time), if
+    /// they are.
+    pub direct_since: Option<Instant>,
 }
 
 /// The relay table: relayed peers by key. Kept by the reconcile loop from pass to pass.
@@ -151,6 +157,14 @@ pub struct RelayPlan {
 }
 
 impl RelayPlan {
+    /// When the first relayed peer with a fresh direct handshake is due to go back to direct.
+    pub fn next_switch(&self) -> Option<Instant> {
+        self.table
+            .values()
+            .filter_map(|r| r.direct_since.and_then(|t| t.checked_add(DIRECT_HOLD)))
+            .min()
+    }
+
     /// Peer → relay, the form [`super::desired::desired_device`] takes.
     pub fn routes(&self) -> BTreeMap<PublicKey, PublicKey> {
         self.table.iter().map(|(k, r)| (*k, r.via)).collect()
@@ -333,10 +347,12 @@ pub fn plan(peers: &[Peer], ctx: &Context<'_>, prev: &RelayTable) -> RelayPlan {
         }
         let key = peer.public_key;
         let verdict = decide(peer, ctx, !candidates.is_empty());
+        // The instant of a fresh direct handshake, if there is one.
         let fresh = ctx
             .handshakes
             .get(&key)
-            .is_some_and(|age| *age < HANDSHAKE_FRESH);
+            .filter(|age| **age < HANDSHAKE_FRESH)
+            .map(|age| ctx.now.checked_sub(*age).unwrap_or(ctx.now));
         // The relay to use if relayed: the previous one while usable, else the FNV choice.
         let previous = prev.get(&key).filter(|r| r.via != key);
         let kept = previous.filter(|r| usable(&r.via)).map(|r| r.via);
@@ -349,23 +365,23 @@ pub fn plan(peers: &[Peer], ctx: &Context<'_>, prev: &RelayTable) -> RelayPlan {
             verdict.reason,
             Reason::LocalIntroducer | Reason::PeerIntroducer | Reason::Lan
         );
-        let (relayed, reason, direct_passes) = match (verdict.relay, previous) {
-            (true, _) => (true, verdict.reason, 0),
-            (false, None) => (false, verdict.reason, 0),
-            (false, Some(_)) if structural => (false, verdict.reason, 0),
-            (false, Some(r)) if fresh => {
-                let n = r.direct_passes + 1;
-                if n >= HYSTERESIS {
-                    (false, Reason::HandshakeFresh, 0)
+        let (relayed, reason, direct_since) = match (verdict.relay, previous, fresh) {
+            (true, _, _) => (true, verdict.reason, None),
+            (false, None, _) => (false, verdict.reason, None),
+            (false, Some(_), _) if structural => (false, verdict.reason, None),
+            (false, Some(r), Some(at)) => {
+                let since = r.direct_since.unwrap_or(at).min(at);
+                if ctx.now.saturating_duration_since(since) >= DIRECT_HOLD {
+                    (false, Reason::HandshakeFresh, None)
                 } else {
-                    (true, Reason::DirectPending, n)
+                    (true, Reason::DirectPending, Some(since))
                 }
             }
-            (false, Some(_)) => (true, Reason::NoDirectHandshake, 0),
+            (false, Some(_), None) => (true, Reason::NoDirectHandshake, None),
         };
         match choice {
             Some(via) if relayed => {
-                out.table.insert(key, Relayed { via, direct_passes });
+                out.table.insert(key, Relayed { via, direct_since });
                 let reason = if lost { Reason::RelayLost } else { reason };
                 out.reasons.insert(key, reason);
             }
@@ -671,24 +687,40 @@ mod tests {
     }
 
     #[test]
-    fn back_to_direct_only_after_three_passes_with_a_fresh_handshake() {
+    fn back_to_direct_only_after_the_direct_handshake_held_for_the_hold_time() {
         let mut env = Env::new();
         let peers = [intro(2), remote(7, &[Method::DhtTransitive])];
         let mut table = pass(&env, &peers, &RelayTable::new()).table;
-        // No handshake yet: stays relayed, counter stays 0.
+        // No handshake yet: stays relayed, nothing pending.
         let p = pass(&env, &peers, &table);
-        assert_eq!(p.table[&key(7)].direct_passes, 0);
-        // A fresh direct handshake: passes 1 and 2 keep the relay, the 3rd drops it.
-        env.hs.insert(key(7), Duration::from_secs(3));
-        for n in 1..HYSTERESIS {
-            let p = pass(&env, &peers, &table);
-            assert_eq!(p.table[&key(7)].direct_passes, n);
-            assert_eq!(p.reasons[&key(7)], Reason::DirectPending);
-            table = p.table;
+        assert_eq!(p.table[&key(7)].direct_since, None);
+        assert_eq!(p.next_switch(), None);
+        // A direct handshake 2 s ago: pending since then, due DIRECT_HOLD after it.
+        let handshake = env.now - Duration::from_secs(2);
+        env.hs.insert(key(7), Duration::from_secs(2));
+        let p = pass(&env, &peers, &table);
+        assert_eq!(p.table[&key(7)].direct_since, Some(handshake));
+        assert_eq!(p.reasons[&key(7)], Reason::DirectPending);
+        assert_eq!(p.next_switch(), Some(handshake + DIRECT_HOLD));
+        table = p.table;
+        // A later pass with a newer handshake (a rekey): still counted from the first one.
+        env.now += Duration::from_secs(5);
+        env.hs.insert(key(7), Duration::from_secs(1));
+        let p = pass(&env, &peers, &table);
+        assert_eq!(p.table[&key(7)].direct_since, Some(handshake));
+        table = p.table;
+        // Many passes in a burst do not hasten it: only time does.
+        for _ in 0..5 {
+            table = pass(&env, &peers, &table).table;
         }
+        assert!(table.contains_key(&key(7)));
+        // At the due time: direct.
+        env.now = handshake + DIRECT_HOLD;
+        env.hs.insert(key(7), Duration::from_secs(3));
         let p = pass(&env, &peers, &table);
         assert!(p.table.is_empty());
         assert_eq!(p.reasons[&key(7)], Reason::HandshakeFresh);
+        assert_eq!(p.next_switch(), None);
     }
 
     #[test]
@@ -768,7 +800,7 @@ mod tests {
                 key(b),
                 Relayed {
                     via: key(2),
-                    direct_passes: 0,
+                    direct_since: None,
                 },
             )
         };
