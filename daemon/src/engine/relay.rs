@@ -18,7 +18,11 @@
 //!
 //! Candidates (§7.1): active introducers other than this node with an endpoint, seen within
 //! [`CANDIDATE_MAX_AGE`], not quarantined. The relay is chosen by FNV-1a 64 over
-//! `local key ‖ 0x00 ‖ peer key` modulo the number of candidates sorted by key, as in Go.
+//! `key ‖ 0x00 ‖ key` modulo the number of candidates sorted by key, as in Go, but with the pair's
+//! lower key first instead of the local one: Go's two sides of a pair hash different strings and,
+//! with two introducers, may pick different relays, and then each drops what the other sends
+//! (the packets arrive from a relay whose allowed IPs do not hold the sender). Both sides of a
+//! pair pick the same relay here (the node with the lower key computes exactly Go's value).
 //!
 //! Make-before-break (ours; Go flaps, weak spot 8): the relayed peer keeps its own WireGuard entry
 //! with its endpoint (no allowed IPs), so its direct path keeps being tried, and it goes back to
@@ -250,7 +254,8 @@ pub fn fnv1a64(local: &PublicKey, peer: &PublicKey) -> u64 {
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
-/// The relay for `peer` among `candidates` (any order): sorted by key string, index = hash mod n.
+/// The relay for the pair `local`/`peer` among `candidates` (any order): sorted by key string,
+/// index = [`fnv1a64`] of the pair, lower key first, mod n. The same for both sides of a pair.
 pub fn choose_relay(
     local: &PublicKey,
     peer: &PublicKey,
@@ -260,7 +265,12 @@ pub fn choose_relay(
     sorted.sort();
     sorted.dedup();
     let n = u64::try_from(sorted.len()).ok().filter(|n| *n > 0)?;
-    let index = usize::try_from(fnv1a64(local, peer) % n).ok()?;
+    let (lo, hi) = if local.to_string() <= peer.to_string() {
+        (local, peer)
+    } else {
+        (peer, local)
+    };
+    let index = usize::try_from(fnv1a64(lo, hi) % n).ok()?;
     let chosen = sorted.get(index)?;
     candidates
         .iter()
@@ -670,6 +680,21 @@ mod tests {
         // Order of the input does not matter.
         assert_eq!(choose_relay(&l, &p, &[key(4), key(5), key(3)]), Some(got));
         assert_eq!(choose_relay(&l, &p, &[]), None);
+        // Both sides of a pair pick the same relay, also where Go's formula (local key first)
+        // would make them differ.
+        let mut go_differs = 0;
+        for b in 10..60 {
+            let (x, y) = (key(2), key(b));
+            assert_eq!(
+                choose_relay(&x, &y, &cands),
+                choose_relay(&y, &x, &cands),
+                "{b}"
+            );
+            if fnv1a64(&x, &y) % 3 != fnv1a64(&y, &x) % 3 {
+                go_differs += 1;
+            }
+        }
+        assert!(go_differs > 0);
     }
 
     fn pass(env: &Env, peers: &[Peer], prev: &RelayTable) -> RelayPlan {
