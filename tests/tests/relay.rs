@@ -322,3 +322,51 @@ fn force_relay_relays_hosts_that_could_go_direct() {
     }
     behind_nats("relay_force", NatKind::Cone, &["--force-relay"], "relay");
 }
+
+#[test]
+fn with_two_introducers_both_sides_pick_the_same_relay() {
+    if !lab::require_root() {
+        return;
+    }
+    // a — LAN 1 — b1, b2 — LAN 2 — c: two introducers on both LANs.
+    let lab = Lab::builder("relay_two_intro")
+        .lan(&["a", "b1", "b2"])
+        .lan(&["b1", "b2", "c"])
+        .build()
+        .unwrap();
+    let exe = labnode_exe!();
+    let secret = lab.dir().join("mesh.secret");
+    daemon::write_secret(&exe, &secret).unwrap();
+    let started = Instant::now();
+    let daemons: Vec<Daemon> = [("a", false), ("b1", true), ("b2", true), ("c", false)]
+        .into_iter()
+        .map(|(h, intro)| {
+            let args: &[&str] = if intro { &["--introducer"] } else { &[] };
+            Daemon::start(&exe, lab.host(h), &secret, args).unwrap()
+        })
+        .collect();
+    let keys: Vec<String> = daemons
+        .iter()
+        .map(|d| d.wait_api(API_UP).unwrap().public_key)
+        .collect();
+    let (a, c) = (lab.host("a"), lab.host("c"));
+    let (key_a, key_c) = (&keys[0], &keys[3]);
+    let intros = [keys[1].clone(), keys[2].clone()];
+    let same = lab::wait_until(RELAYED, || {
+        let (pa, pc) = (path_of(a, key_c), path_of(c, key_a));
+        pa.0.as_deref() == Some("relay")
+            && pa == pc
+            && pa.1.as_ref().is_some_and(|v| intros.contains(v))
+    });
+    assert!(
+        same,
+        "a and c do not relay through the same introducer: a {:?}, c {:?}",
+        path_of(a, key_c),
+        path_of(c, key_a)
+    );
+    daemon::tcp_every_pair(&exe, &[a, c]).unwrap();
+    eprintln!(
+        "two introducers: a and c relayed through the same one, TCP passed {:.2} s after start",
+        started.elapsed().as_secs_f64()
+    );
+}
