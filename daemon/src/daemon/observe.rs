@@ -380,7 +380,8 @@ fn log_summary(snapshot: &Snapshot) {
         tracing::debug!(
             peer = %p.public_key, hostname = %p.hostname, mesh_ip = ?p.mesh_ip,
             endpoint = ?p.endpoint, via = ?p.discovered_via, state = %p.state,
-            handshake_s = ?p.last_handshake_seconds_ago, "peer"
+            handshake_s = ?p.last_handshake_seconds_ago, path = ?p.path,
+            relay_via = ?p.relay_via, "peer"
         );
     }
 }
