@@ -17,7 +17,8 @@
 //!   lagging behind is made good by the same comparison (peers that appeared or vanished).
 //! - **Summary**: every [`SUMMARY_INTERVAL`] a rebuild logs the one-line mesh summary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -73,6 +74,8 @@ pub struct StatusTask<W> {
     pub memory: Mutex<HashMap<PublicKey, &'static str>>,
     /// Privacy mode's current epoch (stays `None` without `--privacy`).
     pub privacy: watch::Receiver<Option<Epoch>>,
+    /// Peers that lost a mesh-IP collision and the address they should move to.
+    pub expected_ips: watch::Receiver<BTreeMap<PublicKey, Ipv4Addr>>,
 }
 
 /// The registry observer the daemon installs: task and layer changes become events, and every
@@ -313,7 +316,18 @@ impl<W: WireGuard + 'static> StatusTask<W> {
             .borrow()
             .as_ref()
             .map(|epoch| status::privacy(epoch, now));
-        let list = status::peer_list(&inputs);
+        let mut list = status::peer_list(&inputs);
+        {
+            let expected = self.expected_ips.borrow();
+            for p in &mut list.peers {
+                p.expected_mesh_ip = p
+                    .public_key
+                    .parse::<PublicKey>()
+                    .ok()
+                    .and_then(|k| expected.get(&k))
+                    .map(ToString::to_string);
+            }
+        }
         self.announce_states(&peers, now);
         let next = next_transition(&peers, now).map(|t| built + t.saturating_duration_since(now));
         (
@@ -561,6 +575,7 @@ mod tests {
             publisher,
             memory: Mutex::default(),
             privacy: privacy_rx,
+            expected_ips: watch::channel(BTreeMap::new()).1,
         });
         let cancel = CancellationToken::new();
         let ctx = TaskContext {
