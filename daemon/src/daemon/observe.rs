@@ -317,17 +317,7 @@ impl<W: WireGuard + 'static> StatusTask<W> {
             .as_ref()
             .map(|epoch| status::privacy(epoch, now));
         let mut list = status::peer_list(&inputs);
-        {
-            let expected = self.expected_ips.borrow();
-            for p in &mut list.peers {
-                p.expected_mesh_ip = p
-                    .public_key
-                    .parse::<PublicKey>()
-                    .ok()
-                    .and_then(|k| expected.get(&k))
-                    .map(ToString::to_string);
-            }
-        }
+        mark_collision_losers(&mut list, &self.expected_ips.borrow());
         self.announce_states(&peers, now);
         let next = next_transition(&peers, now).map(|t| built + t.saturating_duration_since(now));
         (
@@ -393,6 +383,22 @@ fn log_summary(snapshot: &Snapshot) {
             endpoint = ?p.endpoint, via = ?p.discovered_via, state = %p.state,
             handshake_s = ?p.last_handshake_seconds_ago, "peer"
         );
+    }
+}
+
+/// Sets `expected_mesh_ip` on each listed peer that lost a mesh-IP collision (and clears it on
+/// the others).
+fn mark_collision_losers(
+    list: &mut wgmesh_api_types::PeerList,
+    expected: &BTreeMap<PublicKey, Ipv4Addr>,
+) {
+    for p in &mut list.peers {
+        p.expected_mesh_ip = p
+            .public_key
+            .parse::<PublicKey>()
+            .ok()
+            .and_then(|k| expected.get(&k))
+            .map(ToString::to_string);
     }
 }
 
@@ -794,5 +800,27 @@ mod tests {
         assert!(!events.iter().any(|e| e.starts_with("removed:")));
         assert_eq!(r.snapshots.latest().peers.peers.len(), 254);
         r.stop().await;
+    }
+
+    #[test]
+    fn collision_losers_show_their_expected_mesh_ip() {
+        let peer = |k: PublicKey| wgmesh_api_types::Peer {
+            public_key: k.to_string(),
+            expected_mesh_ip: Some("10.9.9.9".into()),
+            ..Default::default()
+        };
+        let mut list = wgmesh_api_types::PeerList {
+            schema_version: wgmesh_api_types::SCHEMA_VERSION,
+            peers: vec![peer(PublicKey([2; 32])), peer(PublicKey([3; 32]))],
+        };
+        let expected: BTreeMap<PublicKey, Ipv4Addr> =
+            [(PublicKey([3; 32]), Ipv4Addr::new(10, 1, 2, 3))].into();
+        mark_collision_losers(&mut list, &expected);
+        let shown: Vec<Option<&str>> = list
+            .peers
+            .iter()
+            .map(|p| p.expected_mesh_ip.as_deref())
+            .collect();
+        assert_eq!(shown, [None, Some("10.1.2.3")]);
     }
 }
