@@ -100,6 +100,10 @@ fn two_nodes_on_one_mesh_ip_end_distinct_and_the_loser_keeps_its_new_ip() {
         SUBNET.parse::<ipnet::Ipv4Net>().unwrap().contains(&new_ip),
         "{new_ip} outside {SUBNET}"
     );
+    for h in [winner, loser] {
+        let st = daemon::status(h).unwrap();
+        assert_eq!(st.discovery["collisions"].state, "running", "{st:#?}");
+    }
     let state_file = loser.state_dir().join("wg0.json");
     assert_eq!(stored_mesh_ip(&state_file), ips.1, "new IP not persisted");
     assert_eq!(stored_mesh_ip(&winner.state_dir().join("wg0.json")), SHARED);
