@@ -293,6 +293,10 @@ pub struct Peer {
     pub tx_bytes: u64,
     /// Networks it advertises that this node does not route, and why.
     pub routes_refused: Vec<RouteRefusal>,
+    /// The mesh IPv4 the peer is expected to move to: it shares `mesh_ip` with a node whose key
+    /// is lower, so it lost the collision and re-derives (`null` when there is no collision).
+    #[serde(default)]
+    pub expected_mesh_ip: Option<String>,
 }
 
 /// An advertised network this node refuses to route through the peer.
@@ -414,6 +418,7 @@ mod tests {
                     reason: "too_broad".into(),
                     detail: "broader than /8".into(),
                 }],
+                expected_mesh_ip: Some("10.1.9.9".into()),
             }],
         };
         let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();

@@ -347,6 +347,7 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                         detail: r.reason.to_string(),
                     })
                     .collect(),
+                expected_mesh_ip: None,
             }
         })
         .collect();

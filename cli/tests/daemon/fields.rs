@@ -113,6 +113,10 @@ const PEER_FIELDS: &[(&str, Result<(), &str>)] = &[
     ("peers[].routes_refused[].prefix", Ok(())),
     ("peers[].routes_refused[].reason", Ok(())),
     ("peers[].routes_refused[].detail", Ok(())),
+    (
+        "peers[].expected_mesh_ip",
+        Err("a collision is rare and brief; `peers get` shows it"),
+    ),
 ];
 
 /// `wgmeshctl peers get` shows every field of a peer.
@@ -135,6 +139,7 @@ const PEER_GET_FIELDS: &[(&str, &str)] = &[
     ("routes_refused[].prefix", "Routes refused"),
     ("routes_refused[].reason", "Routes refused"),
     ("routes_refused[].detail", "Routes refused"),
+    ("expected_mesh_ip", "Mesh IPv4"),
 ];
 
 /// Every leaf of `value` as (concrete JSON pointer, field path as in [`STATUS_FIELDS`]). The keys

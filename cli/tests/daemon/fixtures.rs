@@ -241,6 +241,7 @@ pub fn full_peers() -> PeerList {
                     "mesh_subnet",
                     "overlaps the mesh subnet 10.78.0.0/16",
                 )],
+                expected_mesh_ip: Some("10.78.1.9".into()),
             },
             Peer {
                 public_key: BETA.into(),
@@ -266,6 +267,7 @@ pub fn full_peers() -> PeerList {
                         "alpha routes it already",
                     ),
                 ],
+                expected_mesh_ip: None,
             },
         ],
     }

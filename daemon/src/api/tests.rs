@@ -57,6 +57,7 @@ fn peers() -> PeerList {
             rx_bytes: 0,
             tx_bytes: 0,
             routes_refused: vec![],
+            expected_mesh_ip: None,
         }],
     }
 }
