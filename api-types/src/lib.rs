@@ -298,6 +298,10 @@ pub struct Peer {
     pub path: Option<String>,
     /// The public key of the introducer relaying its traffic when `path` is `relay`.
     pub relay_via: Option<String>,
+    /// The mesh IPv4 the peer is expected to move to: it shares `mesh_ip` with a node whose key
+    /// is lower, so it lost the collision and re-derives (`null` when there is no collision).
+    #[serde(default)]
+    pub expected_mesh_ip: Option<String>,
 }
 
 /// An advertised network this node refuses to route through the peer.
@@ -421,6 +425,7 @@ mod tests {
                 }],
                 path: Some("relay".into()),
                 relay_via: Some("r".into()),
+                expected_mesh_ip: Some("10.1.9.9".into()),
             }],
         };
         let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();

@@ -288,7 +288,16 @@ pub fn render_peer(p: &Peer) -> String {
             },
         )
         .row("State", &p.state)
-        .row("Mesh IPv4", or_dash(p.mesh_ip.as_deref()))
+        .row(
+            "Mesh IPv4",
+            match &p.expected_mesh_ip {
+                Some(next) => format!(
+                    "{} (lost a mesh-IP collision: moving to {next})",
+                    or_dash(p.mesh_ip.as_deref())
+                ),
+                None => or_dash(p.mesh_ip.as_deref()),
+            },
+        )
         .row("Mesh IPv6", or_dash(p.mesh_ipv6.as_deref()))
         .row(
             "Endpoint",

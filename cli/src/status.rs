@@ -52,23 +52,27 @@ pub fn render(s: &Status) -> String {
             format!("{} ({})", s.wg_backend, s.wg_backend_reason),
         )
         .row("Introducer", if s.introducer { "yes" } else { "no" })
-        .row("Advertises", list(&s.advertise_routes))
-        .row("Discovery", layers(s))
-        .row(
-            "Privacy",
-            s.privacy.as_ref().map_or_else(|| "off".to_owned(), privacy),
-        )
-        .row("Log level", &s.log_level)
-        .row("Version", &s.version)
-        .row("Uptime", duration(s.uptime_seconds))
-        .row("Peers", counts(s))
-        .row("Peers via", via(s))
-        .row(
-            "Last reconcile",
-            s.last_reconcile
-                .as_ref()
-                .map_or_else(|| "not yet".to_owned(), reconcile),
-        );
+        .row("Advertises", list(&s.advertise_routes));
+    let mut discovery = layers(s).into_iter();
+    b.row("Discovery", discovery.next().unwrap_or_default());
+    for line in discovery {
+        b.more(line);
+    }
+    b.row(
+        "Privacy",
+        s.privacy.as_ref().map_or_else(|| "off".to_owned(), privacy),
+    )
+    .row("Log level", &s.log_level)
+    .row("Version", &s.version)
+    .row("Uptime", duration(s.uptime_seconds))
+    .row("Peers", counts(s))
+    .row("Peers via", via(s))
+    .row(
+        "Last reconcile",
+        s.last_reconcile
+            .as_ref()
+            .map_or_else(|| "not yet".to_owned(), reconcile),
+    );
     health_rows(&mut b, &s.health);
     for t in s
         .tasks
@@ -99,22 +103,35 @@ pub fn health_rows(b: &mut Block, h: &Health) {
     }
 }
 
-/// `lan running, dht retrying (error)` — one entry per discovery layer.
-fn layers(s: &Status) -> String {
+/// One line per discovery layer that is not off (`lan         running   eth0, eth1`, `dht
+/// retrying  no bootstrap node answered`), then one line naming the layers that are off.
+fn layers(s: &Status) -> Vec<String> {
     if s.discovery.is_empty() {
-        return "-".to_owned();
+        return vec!["-".to_owned()];
     }
-    s.discovery
-        .iter()
-        .map(|(name, l)| match (&l.state[..], &l.last_error) {
-            ("retrying", Some(e)) => format!("{name} retrying ({e})"),
-            (state, _) => match &l.detail {
-                Some(d) if state == "running" => format!("{name} running ({d})"),
-                _ => format!("{name} {state}"),
-            },
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let width = s.discovery.keys().map(String::len).max().unwrap_or(0);
+    let mut lines = Vec::new();
+    let mut off = Vec::new();
+    for (name, l) in &s.discovery {
+        let text = match (&l.state[..], &l.last_error, &l.detail) {
+            ("off", _, _) => {
+                off.push(name.as_str());
+                continue;
+            }
+            ("retrying", Some(e), _) => e.clone(),
+            (_, _, Some(d)) => d.clone(),
+            _ => String::new(),
+        };
+        lines.push(
+            format!("{name:<width$}  {:<8}  {text}", l.state)
+                .trim_end()
+                .to_owned(),
+        );
+    }
+    if !off.is_empty() {
+        lines.push(format!("{:<width$}  {}", "off", off.join(", ")));
+    }
+    lines
 }
 
 /// `epoch 3, relays PYtJ5VmQ jtP2rWhb, next in 6m 52s`: the privacy epoch and its relays.

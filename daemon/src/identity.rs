@@ -326,11 +326,33 @@ fn create(path: &Path, mesh: &MeshParams<'_>) -> Result<(Identity, LoadOutcome),
 
 /// Writes the identity atomically (temp file, fsync, rename, fsync directory), mode 0600.
 pub fn save(path: &Path, identity: &Identity) -> Result<(), IdentityError> {
+    save_parts(
+        path,
+        &identity.private_key,
+        identity.public_key,
+        identity.mesh_ip,
+        identity.mesh_ipv6,
+    )
+}
+
+/// [`save`] from the parts of an identity (the daemon keeps its private key apart, e.g. when a
+/// collision moves it to a new mesh IP).
+///
+/// # Errors
+///
+/// The file cannot be written.
+pub fn save_parts(
+    path: &Path,
+    private_key: &PrivateKey,
+    public_key: PublicKey,
+    mesh_ip: Ipv4Addr,
+    mesh_ipv6: Ipv6Addr,
+) -> Result<(), IdentityError> {
     let state = StateFile {
-        wg_pubkey: identity.public_key.to_string(),
-        wg_private_key: identity.private_key.to_base64().to_string(),
-        mesh_ip: identity.mesh_ip.to_string(),
-        mesh_ipv6: identity.mesh_ipv6.to_string(),
+        wg_pubkey: public_key.to_string(),
+        wg_private_key: private_key.to_base64().to_string(),
+        mesh_ip: mesh_ip.to_string(),
+        mesh_ipv6: mesh_ipv6.to_string(),
     };
     let mut text = Zeroizing::new(
         serde_json::to_vec_pretty(&state)

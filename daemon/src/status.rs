@@ -354,6 +354,7 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                     Some(Path::Relay(via)) => Some(via.to_string()),
                     _ => None,
                 },
+                expected_mesh_ip: None,
             }
         })
         .collect();

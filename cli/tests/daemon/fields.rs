@@ -115,6 +115,10 @@ const PEER_FIELDS: &[(&str, Result<(), &str>)] = &[
     ("peers[].routes_refused[].detail", Ok(())),
     ("peers[].path", Ok(())),
     ("peers[].relay_via", Ok(())),
+    (
+        "peers[].expected_mesh_ip",
+        Err("a collision is rare and brief; `peers get` shows it"),
+    ),
 ];
 
 /// `wgmeshctl peers get` shows every field of a peer.
@@ -139,6 +143,7 @@ const PEER_GET_FIELDS: &[(&str, &str)] = &[
     ("routes_refused[].detail", "Routes refused"),
     ("path", "Path"),
     ("relay_via", "Path"),
+    ("expected_mesh_ip", "Mesh IPv4"),
 ];
 
 /// Every leaf of `value` as (concrete JSON pointer, field path as in [`STATUS_FIELDS`]). The keys

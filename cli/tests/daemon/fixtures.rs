@@ -243,6 +243,7 @@ pub fn full_peers() -> PeerList {
                 )],
                 path: Some("relay".into()),
                 relay_via: Some(BETA.into()),
+                expected_mesh_ip: Some("10.78.1.9".into()),
             },
             Peer {
                 public_key: BETA.into(),
@@ -270,6 +271,7 @@ pub fn full_peers() -> PeerList {
                 ],
                 path: Some("direct".into()),
                 relay_via: None,
+                expected_mesh_ip: None,
             },
         ],
     }

@@ -59,6 +59,7 @@ fn peers() -> PeerList {
             routes_refused: vec![],
             path: Some("lan".into()),
             relay_via: None,
+            expected_mesh_ip: None,
         }],
     }
 }

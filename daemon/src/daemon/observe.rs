@@ -17,7 +17,8 @@
 //!   lagging behind is made good by the same comparison (peers that appeared or vanished).
 //! - **Summary**: every [`SUMMARY_INTERVAL`] a rebuild logs the one-line mesh summary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -73,6 +74,8 @@ pub struct StatusTask<W> {
     pub memory: Mutex<HashMap<PublicKey, &'static str>>,
     /// Privacy mode's current epoch (stays `None` without `--privacy`).
     pub privacy: watch::Receiver<Option<Epoch>>,
+    /// Peers that lost a mesh-IP collision and the address they should move to.
+    pub expected_ips: watch::Receiver<BTreeMap<PublicKey, Ipv4Addr>>,
 }
 
 /// The registry observer the daemon installs: task and layer changes become events, and every
@@ -316,7 +319,8 @@ impl<W: WireGuard + 'static> StatusTask<W> {
             .borrow()
             .as_ref()
             .map(|epoch| status::privacy(epoch, now));
-        let list = status::peer_list(&inputs);
+        let mut list = status::peer_list(&inputs);
+        mark_collision_losers(&mut list, &self.expected_ips.borrow());
         self.announce_states(&peers, now);
         let next = next_transition(&peers, now).map(|t| built + t.saturating_duration_since(now));
         (
@@ -383,6 +387,22 @@ fn log_summary(snapshot: &Snapshot) {
             handshake_s = ?p.last_handshake_seconds_ago, path = ?p.path,
             relay_via = ?p.relay_via, "peer"
         );
+    }
+}
+
+/// Sets `expected_mesh_ip` on each listed peer that lost a mesh-IP collision (and clears it on
+/// the others).
+fn mark_collision_losers(
+    list: &mut wgmesh_api_types::PeerList,
+    expected: &BTreeMap<PublicKey, Ipv4Addr>,
+) {
+    for p in &mut list.peers {
+        p.expected_mesh_ip = p
+            .public_key
+            .parse::<PublicKey>()
+            .ok()
+            .and_then(|k| expected.get(&k))
+            .map(ToString::to_string);
     }
 }
 
@@ -565,6 +585,7 @@ mod tests {
             publisher,
             memory: Mutex::default(),
             privacy: privacy_rx,
+            expected_ips: watch::channel(BTreeMap::new()).1,
         });
         let cancel = CancellationToken::new();
         let ctx = TaskContext {
@@ -814,5 +835,27 @@ mod tests {
             !view.take(&published),
             "the same plan again changes nothing"
         );
+    }
+
+    #[test]
+    fn collision_losers_show_their_expected_mesh_ip() {
+        let peer = |k: PublicKey| wgmesh_api_types::Peer {
+            public_key: k.to_string(),
+            expected_mesh_ip: Some("10.9.9.9".into()),
+            ..Default::default()
+        };
+        let mut list = wgmesh_api_types::PeerList {
+            schema_version: wgmesh_api_types::SCHEMA_VERSION,
+            peers: vec![peer(PublicKey([2; 32])), peer(PublicKey([3; 32]))],
+        };
+        let expected: BTreeMap<PublicKey, Ipv4Addr> =
+            [(PublicKey([3; 32]), Ipv4Addr::new(10, 1, 2, 3))].into();
+        mark_collision_losers(&mut list, &expected);
+        let shown: Vec<Option<&str>> = list
+            .peers
+            .iter()
+            .map(|p| p.expected_mesh_ip.as_deref())
+            .collect();
+        assert_eq!(shown, [None, Some("10.1.2.3")]);
     }
 }

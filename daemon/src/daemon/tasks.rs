@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `interfaces` | restart | re-reads the host's interfaces every 2 s, publishes changes |
 //! | `reconcile` | critical | keeps device and routes equal to the active peers |
+//! | `collisions` | restart, layer `collisions` | after each reconcile pass: mesh-IP collisions; moves this node when it lost |
 //! | `lan-discovery` | restart, layer `lan` | LAN multicast announcements |
 //! | `dht` | restart, layer `dht` | mainline DHT: announces the hourly ids, contacts what it finds |
 //! | `exchange` | restart, layer `exchange` | the exchange socket on the gossip port: HELLO/REPLY, GOODBYE at shutdown, hand-over to gossip and rendezvous |
@@ -46,6 +47,7 @@ use crate::discovery::rendezvous::{DeviceTunnel, Rendezvous, system_clock};
 use crate::discovery::static_peers::StaticPeers;
 use crate::discovery::stun::StunDiscovery;
 use crate::discovery::{self, lan::LanDiscovery};
+use crate::engine::collision::{CollisionTask, Derivation};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RelayOptions, RouteTarget};
 use crate::events::EventBus;
 use crate::identity::Identity;
@@ -105,6 +107,10 @@ pub struct Node {
     facts: NodeFacts,
     /// `EpochSeed` derived from the secret: the key of privacy mode's relay choice.
     epoch_seed: [u8; 32],
+    /// The collision re-derivation of mesh IPs.
+    derivation: Derivation,
+    /// `<state-dir>/<iface>.json`: the identity, rewritten when a collision moves us.
+    state_file: PathBuf,
 }
 
 impl Node {
@@ -205,6 +211,12 @@ impl Node {
             local: watch::channel(local).0,
             facts,
             epoch_seed: keys.epoch_seed,
+            derivation: Derivation {
+                keys: keys.clone(),
+                secret: opts.secret.clone(),
+                custom: opts.mesh_subnet,
+            },
+            state_file: crate::identity::state_file_path(&opts.state_dir, &opts.interface),
         }
     }
 
@@ -213,9 +225,9 @@ impl Node {
         &self.socket
     }
 
-    /// Gives the interface its mesh addresses, MTU and up state; on an introducer, turns IP
-    /// forwarding on and opens a firewall that would drop forwarded mesh traffic (both undone
-    /// by `teardown`).
+    /// Gives the interface its mesh addresses, MTU and up state; on an introducer or a node that
+    /// advertises routes, turns IP forwarding on and opens a firewall that would drop forwarded
+    /// mesh traffic (both undone by `teardown`).
     ///
     /// # Errors
     ///
@@ -242,9 +254,12 @@ impl Node {
             tracing::warn!(error = %e, "ignoring an unreadable host-changes record");
             None
         });
-        if self.introducer {
+        // Only nodes that route for others forward: introducers (between their peers) and nodes
+        // that advertise networks behind them (from the mesh into those networks).
+        let advertises = !self.local.borrow().advertise_routes.is_empty();
+        if self.introducer || advertises {
             let found = enable_forwarding(Path::new(PROC_SYS))
-                .context("an introducer forwards traffic between its peers")?;
+                .context("an introducer or a node with --advertise-routes forwards traffic")?;
             // After a run that could not clean up, the switches found are its leftovers.
             let previous = unclean.unwrap_or(found);
             if unclean.is_none() {
@@ -255,12 +270,21 @@ impl Node {
             let firewall = allow_forwarding(iface)
                 .await
                 .context("an introducer must let its firewall forward between its peers")?;
-            tracing::info!(
-                iface,
-                forwarding = %previous.enable_summary(),
-                firewall = %firewall,
-                "introducer: forwarding between peers of the mesh interface"
-            );
+            if self.introducer {
+                tracing::info!(
+                    iface,
+                    forwarding = %previous.enable_summary(),
+                    firewall = %firewall,
+                    "introducer: forwarding between peers of the mesh interface"
+                );
+            } else {
+                tracing::info!(
+                    iface,
+                    forwarding = %previous.enable_summary(),
+                    firewall = %firewall,
+                    "forwarding on: this node routes into the networks it advertises"
+                );
+            }
             teardown.remove_firewall_rules_later(firewall);
         } else if let Some(original) = unclean {
             tracing::warn!(
@@ -362,6 +386,26 @@ impl Node {
         };
         sup.spawn_critical("reconcile", |ctx| async move {
             reconciler.run(ctx.cancel).await.map_err(TaskError::from)
+        });
+
+        // --- Mesh-IP collisions (layer `collisions`): after every reconcile pass.
+        let (expected_tx, expected_ips) = watch::channel(std::collections::BTreeMap::new());
+        let collisions = CollisionTask {
+            store: self.store.clone(),
+            local: self.local.clone(),
+            reconciled: reconciled.clone(),
+            derivation: self.derivation.clone(),
+            net: self.net.clone(),
+            ifindex: self.ifindex,
+            prefix_len: self.prefix_len,
+            state_file: self.state_file.clone(),
+            private_key: self.private_key.clone(),
+            expected: Arc::new(expected_tx),
+        };
+        let layer = sup.registry().layer("collisions", LayerState::Running);
+        sup.spawn_restarting("collisions", Some(layer), move |ctx| {
+            let task = collisions.clone();
+            async move { task.run(ctx.cancel).await.map_err(TaskError::from) }
         });
 
         if self.lan_discovery {
@@ -530,6 +574,7 @@ impl Node {
             publisher,
             memory: std::sync::Mutex::default(),
             privacy: privacy_epoch,
+            expected_ips,
         });
         sup.spawn_restarting("status", None, move |ctx| status.clone().run(ctx));
 

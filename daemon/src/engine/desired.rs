@@ -395,4 +395,44 @@ pub(crate) mod tests {
         let d = desired_device(&local(), &[far], PresharedKey([9; 32]), &open(), &relays);
         assert_eq!(d.peers[&key(7)].allowed_ips, vec![n("10.1.0.7/32")]);
     }
+
+    /// Route sync (§8, seed 001) as the reconcile loop composes it: the store's device peers
+    /// feed [`desired_device`]. IPv4 and IPv6 networks of active peers become device routes;
+    /// quarantined, dead (offline) and our own entries add none.
+    #[test]
+    fn routes_come_from_active_peers_only() {
+        use crate::peers::{DEAD_AFTER, PeerStore, PeerUpdate};
+        let t0 = Instant::now();
+        let store = PeerStore::default();
+        let add = |b: u8, nets: &[&str], seen: Instant| {
+            let mut u = PeerUpdate::new(key(b));
+            u.mesh_ip = Some(format!("10.1.0.{b}").parse().unwrap());
+            u.routable_networks = Some(nets.iter().map(|s| n(s)).collect());
+            u.last_seen = Some(seen);
+            store.update(u, Method::Lan, seen);
+        };
+        add(2, &["10.99.0.0/24", "fd99::/64"], t0 + DEAD_AFTER);
+        add(3, &["10.98.0.0/24"], t0 + DEAD_AFTER);
+        add(4, &["10.97.0.0/24"], t0); // silent since t0: dead at t0 + DEAD_AFTER
+        add(1, &["10.96.0.0/24"], t0 + DEAD_AFTER); // our own key
+        store.quarantine(&key(3), t0 + DEAD_AFTER * 2);
+        let now = t0 + DEAD_AFTER + std::time::Duration::from_secs(1);
+        let peers = store.for_device(now);
+        let d = desired_device(
+            &local(),
+            &peers,
+            PresharedKey([9; 32]),
+            &open(),
+            &BTreeMap::new(),
+        );
+        let mut routes: Vec<IpNet> = d.routes.iter().map(|r| r.destination()).collect();
+        routes.sort();
+        assert_eq!(routes, vec![n("10.99.0.0/24"), n("fd99::/64")]);
+        assert!(
+            d.routes
+                .iter()
+                .all(|r| *r == DesiredRoute::device(r.destination()))
+        );
+        assert_eq!(d.peers.keys().copied().collect::<Vec<_>>(), vec![key(2)]);
+    }
 }

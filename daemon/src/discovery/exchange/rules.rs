@@ -170,13 +170,13 @@ pub fn replayed_elsewhere(last: Option<(i64, IpAddr)>, timestamp: i64, ip: IpAdd
 }
 
 /// A hostname as Go would accept it (≤ 253 printable ASCII bytes), else `""`.
-fn sane_hostname(name: &str) -> String {
+pub fn sane_hostname(name: &str) -> String {
     let ok = name.len() <= MAX_HOSTNAME_LEN && name.bytes().all(|b| (0x20..=0x7e).contains(&b));
     if ok { name.to_owned() } else { String::new() }
 }
 
 /// `cone`, `symmetric` or `unknown`; anything else is not stored.
-fn sane_nat_type(nat: &str) -> Option<String> {
+pub fn sane_nat_type(nat: &str) -> Option<String> {
     matches!(nat, "cone" | "symmetric" | "unknown").then(|| nat.to_owned())
 }
 
@@ -185,12 +185,7 @@ fn sane_nat_type(nat: &str) -> Option<String> {
 pub fn sender_update(ann: &PeerAnnouncement, source: SocketAddr, ipv6: bool) -> Option<PeerUpdate> {
     let public_key: PublicKey = ann.wg_pubkey.parse().ok()?;
     let endpoint = resolve_peer_endpoint(&ann.wg_endpoint, Some(source));
-    let routes: Vec<IpNet> = ann
-        .routable_networks
-        .iter()
-        .take(MAX_ROUTABLE_NETWORKS)
-        .filter_map(|n| n.parse().ok())
-        .collect();
+    let routes = announced_routes(&ann.routable_networks);
     Some(PeerUpdate {
         public_key,
         hostname: sane_hostname(&ann.hostname),
@@ -204,14 +199,28 @@ pub fn sender_update(ann: &PeerAnnouncement, source: SocketAddr, ipv6: bool) -> 
     })
 }
 
+/// Routes as a peer announced them itself: the CIDRs that parse, at most 100.
+pub fn announced_routes(list: &[String]) -> Vec<IpNet> {
+    list.iter()
+        .take(MAX_ROUTABLE_NETWORKS)
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The endpoint of a peer another node told us about: as advertised, unless the host is empty
+/// or a wildcard (then none: only the peer itself knows where it is).
+pub fn known_endpoint(advertised: &str, ipv6: bool) -> Option<SocketAddr> {
+    match split_host_port(advertised) {
+        Ok((host, _)) if !is_wildcard_host(host) => usable_endpoint(advertised, ipv6),
+        _ => None,
+    }
+}
+
 /// The store update for a peer named in someone's `known_peers`: its endpoint as advertised
 /// unless the host is a wildcard (then none). `None` when its key does not parse.
 pub fn known_peer_update(kp: &KnownPeer, ipv6: bool) -> Option<PeerUpdate> {
     let public_key: PublicKey = kp.wg_pubkey.parse().ok()?;
-    let endpoint = match split_host_port(&kp.wg_endpoint) {
-        Ok((host, _)) if !is_wildcard_host(host) => usable_endpoint(&kp.wg_endpoint, ipv6),
-        _ => None,
-    };
+    let endpoint = known_endpoint(&kp.wg_endpoint, ipv6);
     Some(PeerUpdate {
         public_key,
         hostname: sane_hostname(&kp.hostname),

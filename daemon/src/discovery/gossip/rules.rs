@@ -6,15 +6,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::crypto::envelope::MessageType;
+use crate::discovery::exchange::rules as exchange_rules;
 use crate::engine::reconcile::MeshNetworks;
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{Method, Peer, PeerUpdate};
 use crate::privacy::Relay;
 use crate::privacy::shuffle::{SplitMix64, shuffle};
-use crate::wire::announcement::{
-    MAX_HOSTNAME_LEN, MAX_KNOWN_PEERS, MAX_ROUTABLE_NETWORKS, split_host_port,
-};
+use crate::wire::announcement::MAX_KNOWN_PEERS;
 use crate::wire::{
     DANDELION_NONCE_LEN, DandelionAnnounce, KnownPeer, PROTOCOL, PeerAnnouncement, to_go_json,
 };
@@ -25,8 +24,6 @@ use crate::wire::{
 pub const MAX_GOSSIP_DATAGRAM: usize = 60_000;
 /// Most peers one fluff announces to at once.
 pub const FLUFF_FAN_OUT: usize = 8;
-/// WireGuard port assumed when an advertised endpoint does not parse (Go: 51820).
-const DEFAULT_WG_PORT: u16 = 51820;
 
 /// What this node knows that the rules need.
 #[derive(Debug, Clone, Copy)]
@@ -81,36 +78,6 @@ impl fmt::Display for Drop {
     }
 }
 
-/// Go's `resolvePeerEndpoint(advertised, source)`: the advertised `host:port`, its empty or
-/// wildcard host replaced by the source IP; `<source IP>:51820` when it does not split. `None`
-/// where Go would keep text that is not an address (a host name, a bad port, a wildcard without
-/// source).
-pub fn resolve_endpoint(advertised: &str, source: Option<SocketAddr>) -> Option<SocketAddr> {
-    let Ok((host, port)) = split_host_port(advertised) else {
-        return source.map(|s| SocketAddr::new(s.ip(), DEFAULT_WG_PORT));
-    };
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    if is_wildcard(host) {
-        return source.map(|s| SocketAddr::new(s.ip(), port));
-    }
-    let ip: IpAddr = host.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
-}
-
-/// A known peer's endpoint: its advertised one unless the host is empty or a wildcard (no
-/// endpoint then, as Go).
-pub fn known_peer_endpoint(advertised: &str) -> Option<SocketAddr> {
-    let (host, _) = split_host_port(advertised).ok()?;
-    if is_wildcard(host) {
-        return None;
-    }
-    resolve_endpoint(advertised, None)
-}
-
-fn is_wildcard(host: &str) -> bool {
-    matches!(host, "" | "0.0.0.0" | "::")
-}
-
 /// `endpoint` if this node may use it: not IPv6 under `--no-ipv6`, not unspecified, not inside
 /// the mesh's own networks. Ours: Go stores the mesh IP a gossip packet came from as the
 /// sender's WireGuard endpoint when it advertises a wildcard, which points the tunnel into
@@ -125,25 +92,6 @@ pub fn usable_endpoint(endpoint: Option<SocketAddr>, ctx: &Context) -> Option<So
             IpAddr::V6(v6) => !ctx.ipv6 || ctx.mesh.v6.contains(&v6),
         };
     (!refused).then_some(SocketAddr::new(ip, ep.port()))
-}
-
-/// A hostname as stored: the text if it is a valid announcement hostname, else empty.
-fn hostname(text: &str) -> String {
-    let ok = text.len() <= MAX_HOSTNAME_LEN && text.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if ok { text.to_owned() } else { String::new() }
-}
-
-/// A NAT type as stored: only the three values Go sends.
-fn nat_type(text: &str) -> Option<String> {
-    matches!(text, "cone" | "symmetric" | "unknown").then(|| text.to_owned())
-}
-
-/// Routes as the peer itself announced them: parseable CIDRs, at most 100.
-fn routes(list: &[String]) -> Vec<ipnet::IpNet> {
-    list.iter()
-        .take(MAX_ROUTABLE_NETWORKS)
-        .filter_map(|n| n.parse().ok())
-        .collect()
 }
 
 /// What an ANNOUNCE received on the exchange socket (crypto-and-wire §14) means for the store:
@@ -170,41 +118,19 @@ pub fn announce_updates(
         return Err(Drop::Own);
     }
     let mut updates = Vec::with_capacity(ann.known_peers.len() + 1);
-    updates.push((
-        PeerUpdate {
-            public_key: sender,
-            hostname: hostname(&ann.hostname),
-            mesh_ip: ann.mesh_ip.parse().ok(),
-            mesh_ipv6: ann.mesh_ipv6.parse().ok(),
-            endpoint: usable_endpoint(resolve_endpoint(&ann.wg_endpoint, Some(source)), ctx),
-            introducer: ann.introducer,
-            routable_networks: Some(routes(&ann.routable_networks)),
-            nat_type: nat_type(&ann.nat_type),
-            last_seen: None,
-        },
-        Method::Gossip,
-    ));
+    if let Some(mut update) = exchange_rules::sender_update(ann, source, ctx.ipv6) {
+        update.endpoint = usable_endpoint(update.endpoint, ctx);
+        updates.push((update, Method::Gossip));
+    }
     for kp in &ann.known_peers {
-        let Ok(key) = kp.wg_pubkey.parse::<PublicKey>() else {
+        let Some(mut update) = exchange_rules::known_peer_update(kp, ctx.ipv6) else {
             continue;
         };
-        if key == ctx.own || key == sender {
+        if update.public_key == ctx.own || update.public_key == sender {
             continue;
         }
-        updates.push((
-            PeerUpdate {
-                public_key: key,
-                hostname: hostname(&kp.hostname),
-                mesh_ip: kp.mesh_ip.parse().ok(),
-                mesh_ipv6: kp.mesh_ipv6.parse().ok(),
-                endpoint: usable_endpoint(known_peer_endpoint(&kp.wg_endpoint), ctx),
-                introducer: kp.introducer,
-                routable_networks: None,
-                nat_type: nat_type(&kp.nat_type),
-                last_seen: None,
-            },
-            Method::GossipTransitive,
-        ));
+        update.endpoint = usable_endpoint(update.endpoint, ctx);
+        updates.push((update, Method::GossipTransitive));
     }
     Ok(updates)
 }
@@ -383,13 +309,16 @@ pub fn fluff_update(
 ) -> PeerUpdate {
     PeerUpdate {
         public_key: origin,
-        hostname: hostname(&stem.origin_hostname),
+        hostname: exchange_rules::sane_hostname(&stem.origin_hostname),
         mesh_ip: stem.origin_mesh_ip.parse().ok(),
         mesh_ipv6: stem.origin_mesh_ipv6.parse().ok(),
-        endpoint: usable_endpoint(known_peer_endpoint(&stem.origin_endpoint), ctx),
+        endpoint: usable_endpoint(
+            exchange_rules::known_endpoint(&stem.origin_endpoint, ctx.ipv6),
+            ctx,
+        ),
         introducer: stem.origin_introducer,
-        routable_networks: Some(routes(&stem.routable_networks)),
-        nat_type: nat_type(&stem.origin_nat_type),
+        routable_networks: Some(exchange_rules::announced_routes(&stem.routable_networks)),
+        nat_type: exchange_rules::sane_nat_type(&stem.origin_nat_type),
         last_seen: Some(now.checked_sub(age).unwrap_or(now)),
     }
 }
@@ -428,52 +357,6 @@ mod tests {
         };
         store.update(update, Method::Dht, Instant::now());
         store.get(&PublicKey([b; 32])).unwrap()
-    }
-
-    #[test]
-    fn resolve_endpoint_follows_go() {
-        let src = Some(sa("10.1.0.9:51821"));
-        // (advertised, source, expected)
-        #[rustfmt::skip]
-        let rows: [(&str, Option<SocketAddr>, Option<&str>); 10] = [
-            ("203.0.113.5:51820", src, Some("203.0.113.5:51820")),
-            ("0.0.0.0:51999", src, Some("10.1.0.9:51999")),
-            ("[::]:51999", src, Some("10.1.0.9:51999")),
-            (":4000", src, Some("10.1.0.9:4000")),
-            ("0.0.0.0:51999", None, None),
-            ("[2001:db8::1]:51820", src, Some("[2001:db8::1]:51820")),
-            ("", src, Some("10.1.0.9:51820")),
-            ("garbage", src, Some("10.1.0.9:51820")),
-            ("host.example:51820", src, None),
-            ("1.2.3.4:0", src, None),
-        ];
-        for (advertised, source, want) in rows {
-            assert_eq!(
-                resolve_endpoint(advertised, source),
-                want.map(sa),
-                "{advertised:?} from {source:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn known_peer_endpoints_drop_wildcards() {
-        #[rustfmt::skip]
-        let rows: [(&str, Option<&str>); 6] = [
-            ("203.0.113.5:51820", Some("203.0.113.5:51820")),
-            ("0.0.0.0:51820", None),
-            ("[::]:51820", None),
-            (":51820", None),
-            ("", None),
-            ("[2001:db8::1]:7", Some("[2001:db8::1]:7")),
-        ];
-        for (advertised, want) in rows {
-            assert_eq!(
-                known_peer_endpoint(advertised),
-                want.map(sa),
-                "{advertised:?}"
-            );
-        }
     }
 
     #[test]

@@ -119,6 +119,7 @@ pub fn choose_ipv6(interfaces: &[HostInterface], exclude: u32) -> Option<Ipv6Cho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::net::test_iface as iface;
 
     #[test]
     fn is_public_ipv6_table() {
@@ -186,17 +187,6 @@ mod tests {
         ];
         for (ip, want) in table {
             assert_eq!(ipv6_score(ip.parse().unwrap()), want, "{ip}");
-        }
-    }
-
-    fn iface(index: u32, name: &str, up: bool, loopback: bool, addrs: &[&str]) -> HostInterface {
-        HostInterface {
-            index,
-            name: name.into(),
-            up,
-            multicast: !loopback,
-            loopback,
-            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         }
     }
 

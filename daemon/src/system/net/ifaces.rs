@@ -151,10 +151,17 @@ impl Netlink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn iface(index: u32, name: &str, up: bool, loopback: bool, addrs: &[&str]) -> HostInterface {
+    /// An interface for tables: multicast-capable unless it is the loopback.
+    pub(crate) fn iface(
+        index: u32,
+        name: &str,
+        up: bool,
+        loopback: bool,
+        addrs: &[&str],
+    ) -> HostInterface {
         HostInterface {
             index,
             name: name.into(),

@@ -42,6 +42,9 @@
 
 pub mod firewall;
 mod ifaces;
+/// A host interface for test tables (see `ifaces::tests::iface`).
+#[cfg(test)]
+pub(crate) use ifaces::tests::iface as test_iface;
 pub mod multicast;
 mod netlink;
 mod plan;
