@@ -45,6 +45,7 @@ mod ifaces;
 pub mod multicast;
 mod netlink;
 mod plan;
+pub mod probe;
 pub mod stun;
 mod sysctl;
 pub mod udp;

@@ -1,0 +1,275 @@
+//! The `health` task: the handshake/transfer monitor every [`HEALTH_INTERVAL`] and a probe round
+//! every [`PROBE_INTERVAL`], both over the peers that belong on the device
+//! ([`PeerStore::for_device`]: quarantined peers are neither probed nor checked). Decisions are
+//! the pure rules of [`super::state`]; this only moves values.
+//!
+//! - Device state (handshakes, rx/tx) comes from the reconcile loop's last read ([`Reconciled`],
+//!   at most one pass old), never from a read of its own.
+//! - Probes run concurrently, one persistent session per peer; a dead peer costs its own
+//!   timeouts, not everyone's.
+//! - Re-applying a stale peer is a [`WireGuard::kick`] (a new handshake); evicting is
+//!   [`PeerStore::quarantine`] for [`QUARANTINE_TTL`], which the reconcile loop sees at once and
+//!   which removes the peer from the device; its counters and session are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::probe::{Session, dial, ping};
+use super::state::{
+    Counters, HEALTH_INTERVAL, PROBE_INTERVAL, ProbeAction, TickAction, health_tick, on_probe,
+    probe_enforced,
+};
+use crate::engine::reconcile::Reconciled;
+use crate::keys::PublicKey;
+use crate::node::LocalNode;
+use crate::peers::{Peer, PeerStore, QUARANTINE_TTL};
+use crate::supervisor::{LayerHandle, TaskError};
+use crate::system::wg::{LiveDevice, WireGuard};
+
+/// What the API shows of one peer's probing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeView {
+    /// Consecutive failed probes.
+    pub failures: u32,
+    /// Whether the last probe succeeded.
+    pub last_ok: bool,
+}
+
+/// Probing of every peer being probed, published after each round.
+pub type HealthView = BTreeMap<PublicKey, ProbeView>;
+
+/// The `health` task's inputs and outputs.
+pub struct HealthMonitor<W> {
+    /// The device (for re-applying a stale peer).
+    pub wg: Arc<W>,
+    /// The peers.
+    pub store: Arc<PeerStore>,
+    /// This node (our mesh addresses are the probes' source).
+    pub local: watch::Receiver<LocalNode>,
+    /// The reconcile loop's last pass: the device's handshakes and counters.
+    pub reconciled: watch::Receiver<Reconciled>,
+    /// gossip port + 2000.
+    pub probe_port: u16,
+    /// The mesh interface probes are bound to (`None` in tests).
+    pub device: Option<String>,
+    /// Whether to try the peers' mesh IPv6 first.
+    pub ipv6: bool,
+    /// Where the probe state goes (the API reads it).
+    pub published: watch::Sender<HealthView>,
+    /// Layer `health` in status.
+    pub layer: LayerHandle,
+}
+
+/// The state the task keeps between rounds.
+#[derive(Default)]
+struct Tracked {
+    counters: HashMap<PublicKey, Counters>,
+    sessions: HashMap<PublicKey, Session>,
+    last_ok: HashMap<PublicKey, bool>,
+}
+
+impl Tracked {
+    fn forget(&mut self, key: &PublicKey) {
+        self.counters.remove(key);
+        self.sessions.remove(key);
+        self.last_ok.remove(key);
+    }
+}
+
+/// One peer to probe in a round.
+struct Target {
+    key: PublicKey,
+    addrs: Vec<(SocketAddr, IpAddr)>,
+    enforced: bool,
+    session: Option<Session>,
+}
+
+fn handshake_age(live: &LiveDevice, key: &PublicKey, wall: SystemTime) -> Option<Duration> {
+    live.peers
+        .get(key)
+        .and_then(|p| p.last_handshake)
+        .map(|t| wall.duration_since(t).unwrap_or_default())
+}
+
+/// The probe addresses of `peer`: mesh IPv6 first (when enabled), then IPv4, each with our own
+/// address of that family as the source.
+pub fn probe_targets(
+    peer: &Peer,
+    local: &LocalNode,
+    port: u16,
+    ipv6: bool,
+) -> Vec<(SocketAddr, IpAddr)> {
+    let mut out = Vec::new();
+    if ipv6 && let Some(v6) = peer.mesh_ipv6 {
+        out.push((SocketAddr::new(v6.into(), port), local.mesh_ipv6.into()));
+    }
+    if let Some(v4) = peer.mesh_ip {
+        out.push((SocketAddr::new(v4.into(), port), local.mesh_ip.into()));
+    }
+    out
+}
+
+impl<W: WireGuard> HealthMonitor<W> {
+    /// Runs until `cancel`.
+    ///
+    /// # Errors
+    ///
+    /// Never at present; the signature lets the supervisor restart it like every task.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), TaskError> {
+        let mut tracked = Tracked::default();
+        let mut health = tokio::time::interval(HEALTH_INTERVAL);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes = tokio::time::interval(PROBE_INTERVAL);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.layer.running(None);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(()),
+                _ = health.tick() => self.health_pass(&mut tracked).await,
+                _ = probes.tick() => {
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = self.probe_round(&mut tracked) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn evict(&self, tracked: &mut Tracked, key: &PublicKey, why: &'static str) {
+        tracing::warn!(peer = %key.short(), reason = why, ttl_s = QUARANTINE_TTL.as_secs(), "evicting unresponsive peer; quarantined");
+        self.store.quarantine(key, Instant::now() + QUARANTINE_TTL);
+        tracked.forget(key);
+    }
+
+    /// Signal A (§9.1) over the peers on the device.
+    async fn health_pass(&self, tracked: &mut Tracked) {
+        let reconciled = self.reconciled.borrow().clone();
+        let Some(read_at) = reconciled.read_at else {
+            return;
+        };
+        if read_at.elapsed() > HEALTH_INTERVAL {
+            tracing::debug!("no recent device read; skipping the health check");
+            return;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let me = self.local.borrow().public_key;
+        let peers = self.store.for_device(now);
+        for peer in peers.iter().filter(|p| p.public_key != me) {
+            let key = peer.public_key;
+            let Some(lp) = reconciled.live.peers.get(&key) else {
+                continue;
+            };
+            let age = handshake_age(&reconciled.live, &key, wall);
+            let total = lp.rx_bytes.saturating_add(lp.tx_bytes);
+            let c = tracked.counters.entry(key).or_default();
+            match health_tick(c, age, total) {
+                TickAction::None => {}
+                TickAction::Reapply => {
+                    tracing::info!(peer = %key.short(), "stale handshake and no transfer growth; forcing a new handshake");
+                    self.wg.kick(&[key]).await;
+                }
+                TickAction::Evict => self.evict(tracked, &key, "handshake_stale"),
+            }
+        }
+        tracked
+            .counters
+            .retain(|k, _| peers.iter().any(|p| p.public_key == *k));
+    }
+
+    /// Signal B (§9.2): one concurrent probe of every peer on the device with a mesh address.
+    async fn probe_round(&self, tracked: &mut Tracked) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let local = self.local.borrow().clone();
+        let (live, read) = {
+            let r = self.reconciled.borrow();
+            (r.live.clone(), r.read_at.is_some())
+        };
+        let peers = self.store.for_device(now);
+        let targets: Vec<Target> = peers
+            .iter()
+            .filter(|p| p.public_key != local.public_key)
+            .filter_map(|p| {
+                let addrs = probe_targets(p, &local, self.probe_port, self.ipv6);
+                if addrs.is_empty() {
+                    return None;
+                }
+                let age = handshake_age(&live, &p.public_key, wall);
+                // Belongs on the device but has no entry of its own: routed through a relay.
+                let relayed = read && !live.peers.contains_key(&p.public_key);
+                let unseen = now.saturating_duration_since(p.last_seen);
+                Some(Target {
+                    key: p.public_key,
+                    addrs,
+                    enforced: probe_enforced(age, relayed, unseen),
+                    session: tracked.sessions.remove(&p.public_key),
+                })
+            })
+            .collect();
+        let device = self.device.as_deref();
+        let results = join_all(targets.into_iter().map(|t| async move {
+            let mut session = match t.session {
+                Some(s) => s,
+                None => match dial(&t.addrs, device).await {
+                    Ok(s) => s,
+                    Err(e) => return (t.key, t.enforced, Err(e), None),
+                },
+            };
+            match ping(&mut session).await {
+                Ok(rtt) => (t.key, t.enforced, Ok(rtt), Some(session)),
+                Err(e) => (t.key, t.enforced, Err(e), None),
+            }
+        }))
+        .await;
+        for (key, enforced, result, session) in results {
+            let ok = result.is_ok();
+            match result {
+                Ok(rtt) => self.store.set_latency(&key, rtt),
+                Err(e) => tracing::debug!(peer = %key.short(), error = %e, "probe failed"),
+            }
+            if let Some(s) = session {
+                tracked.sessions.insert(key, s);
+            }
+            tracked.last_ok.insert(key, ok);
+            let c = tracked.counters.entry(key).or_default();
+            if on_probe(c, ok, enforced) == ProbeAction::Evict {
+                self.evict(tracked, &key, "probe_failed");
+            }
+        }
+        let keep = |k: &PublicKey| peers.iter().any(|p| p.public_key == *k);
+        tracked.sessions.retain(|k, _| keep(k));
+        tracked.last_ok.retain(|k, _| keep(k));
+        let view: HealthView = tracked
+            .last_ok
+            .iter()
+            .map(|(k, ok)| {
+                let failures = tracked.counters.get(k).map_or(0, |c| c.probe_failures);
+                (
+                    *k,
+                    ProbeView {
+                        failures,
+                        last_ok: *ok,
+                    },
+                )
+            })
+            .collect();
+        self.published.send_if_modified(|old| {
+            if *old == view {
+                false
+            } else {
+                *old = view;
+                true
+            }
+        });
+        self.layer.success();
+    }
+}
