@@ -56,6 +56,7 @@ fn peer(n: u8, mesh_ip: &str, state: &str, via: Option<&str>) -> Peer {
         rx_bytes: 10,
         tx_bytes: 20,
         routes_refused: vec![],
+        ..Peer::default()
     }
 }
 

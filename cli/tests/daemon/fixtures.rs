@@ -241,6 +241,10 @@ pub fn full_peers() -> PeerList {
                     "mesh_subnet",
                     "overlaps the mesh subnet 10.78.0.0/16",
                 )],
+                health: "online".into(),
+                reasons: vec!["probe_failed".into()],
+                probe_failures: 1,
+                latency_ms: Some(0.734),
             },
             Peer {
                 public_key: BETA.into(),
@@ -266,6 +270,10 @@ pub fn full_peers() -> PeerList {
                         "alpha routes it already",
                     ),
                 ],
+                health: "quarantined".into(),
+                reasons: vec!["quarantined".into()],
+                probe_failures: 0,
+                latency_ms: None,
             },
         ],
     }

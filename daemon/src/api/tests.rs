@@ -57,6 +57,10 @@ fn peers() -> PeerList {
             rx_bytes: 0,
             tx_bytes: 0,
             routes_refused: vec![],
+            health: "online".into(),
+            reasons: vec![],
+            probe_failures: 0,
+            latency_ms: Some(0.4),
         }],
     }
 }

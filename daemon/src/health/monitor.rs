@@ -121,7 +121,7 @@ impl<W: WireGuard> HealthMonitor<W> {
     /// # Errors
     ///
     /// Never at present; the signature lets the supervisor restart it like every task.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), TaskError> {
+    pub async fn run(&self, cancel: CancellationToken) -> Result<(), TaskError> {
         let mut tracked = Tracked::default();
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
