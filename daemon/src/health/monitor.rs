@@ -273,3 +273,170 @@ impl<W: WireGuard> HealthMonitor<W> {
         self.layer.success();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::probe::serve_connection;
+    use crate::peers::{Method, PeerUpdate};
+    use crate::supervisor::{LayerState, Registry};
+    use crate::system::net::probe::probe_listener;
+    use crate::system::wg::LivePeer;
+    use crate::system::wg::fake::FakeWireGuard;
+
+    const PEER: PublicKey = PublicKey([2; 32]);
+
+    fn monitor(
+        port: u16,
+        live: LiveDevice,
+    ) -> (HealthMonitor<FakeWireGuard>, watch::Receiver<HealthView>) {
+        let store = Arc::new(PeerStore::default());
+        store.update(
+            PeerUpdate {
+                mesh_ip: Some("127.0.0.1".parse().unwrap()),
+                ..PeerUpdate::new(PEER)
+            },
+            Method::Lan,
+            Instant::now(),
+        );
+        let local = LocalNode {
+            mesh_ip: "127.0.0.1".parse().unwrap(),
+            ..crate::node::tests::local()
+        };
+        let reconciled = Reconciled {
+            live,
+            read_at: Some(tokio::time::Instant::now()),
+            ..Reconciled::default()
+        };
+        let (published, view) = watch::channel(HealthView::new());
+        let m = HealthMonitor {
+            wg: Arc::new(FakeWireGuard::new("wgtest")),
+            store,
+            local: watch::channel(local).1,
+            reconciled: watch::channel(reconciled).1,
+            probe_port: port,
+            device: None,
+            ipv6: false,
+            published,
+            layer: Registry::default().layer("health", LayerState::Running),
+        };
+        (m, view)
+    }
+
+    fn stale_device() -> LiveDevice {
+        let mut live = LiveDevice::default();
+        live.peers.insert(
+            PEER,
+            LivePeer {
+                endpoint: None,
+                allowed_ips: Vec::new(),
+                preshared_key: None,
+                keepalive: None,
+                last_handshake: Some(SystemTime::now() - Duration::from_secs(200)),
+                rx_bytes: 10,
+                tx_bytes: 10,
+            },
+        );
+        live
+    }
+
+    #[tokio::test]
+    async fn stale_twice_kicks_then_evicts() {
+        let (m, _view) = monitor(1, stale_device());
+        let mut tracked = Tracked::default();
+        // First tick: the baseline total is 0 and 20 > 0 is growth: not stale.
+        m.health_pass(&mut tracked).await;
+        assert!(m.wg.kicks().is_empty());
+        m.health_pass(&mut tracked).await;
+        assert_eq!(m.wg.kicks(), vec![PEER], "first stale tick re-applies");
+        assert!(!m.store.is_quarantined(&PEER, Instant::now()));
+        m.health_pass(&mut tracked).await;
+        assert!(
+            m.store.is_quarantined(&PEER, Instant::now()),
+            "second stale tick evicts"
+        );
+        assert!(tracked.counters.is_empty(), "counters reset on eviction");
+        // Quarantined: no longer checked.
+        m.health_pass(&mut tracked).await;
+        assert!(tracked.counters.is_empty());
+        assert_eq!(m.wg.kicks(), vec![PEER]);
+    }
+
+    #[tokio::test]
+    async fn eight_enforced_probe_failures_evict() {
+        // A closed port; the peer has no device entry (relayed): probes are enforced.
+        let closed = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (m, view) = monitor(port, LiveDevice::default());
+        let mut tracked = Tracked::default();
+        for n in 1..8 {
+            m.probe_round(&mut tracked).await;
+            assert_eq!(
+                view.borrow().get(&PEER),
+                Some(&ProbeView {
+                    failures: n,
+                    last_ok: false
+                })
+            );
+            assert!(!m.store.is_quarantined(&PEER, Instant::now()), "round {n}");
+        }
+        m.probe_round(&mut tracked).await;
+        assert!(m.store.is_quarantined(&PEER, Instant::now()));
+        assert!(view.borrow().is_empty(), "an evicted peer is not probed");
+        m.probe_round(&mut tracked).await;
+        assert!(tracked.counters.is_empty() && tracked.sessions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn fresh_handshake_failures_do_not_evict() {
+        let closed = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let mut live = stale_device();
+        if let Some(p) = live.peers.get_mut(&PEER) {
+            p.last_handshake = Some(SystemTime::now());
+        }
+        let (m, view) = monitor(port, live);
+        let mut tracked = Tracked::default();
+        for _ in 0..10 {
+            m.probe_round(&mut tracked).await;
+        }
+        assert_eq!(view.borrow().get(&PEER).map(|v| v.failures), Some(10));
+        assert!(!m.store.is_quarantined(&PEER, Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn probe_success_keeps_the_session_and_records_rtt() {
+        let listener = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(serve_connection(s));
+            }
+        });
+        let (m, view) = monitor(port, LiveDevice::default());
+        let mut tracked = Tracked::default();
+        for _ in 0..3 {
+            m.probe_round(&mut tracked).await;
+        }
+        assert_eq!(
+            view.borrow().get(&PEER),
+            Some(&ProbeView {
+                failures: 0,
+                last_ok: true
+            })
+        );
+        let rtt = m.store.get(&PEER).and_then(|p| p.latency);
+        println!("loopback probe rtt {rtt:?}");
+        assert!(rtt.is_some());
+        assert_eq!(
+            accepts.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one persistent connection"
+        );
+    }
+}
