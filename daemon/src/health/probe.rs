@@ -271,6 +271,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn server_follows_a_change_of_our_mesh_ip() {
+        use crate::supervisor::{LayerState, Registry};
+        // A free port on both loopback addresses used.
+        let free = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let local = LocalNode {
+            mesh_ip: "127.0.0.1".parse().unwrap(),
+            ..crate::node::tests::local()
+        };
+        let (tx, rx) = watch::channel(local.clone());
+        let registry = Registry::default();
+        let server = ProbeServer {
+            port,
+            device: None,
+            local: rx,
+            ipv6: false,
+            layer: registry.layer("probe", LayerState::Running),
+            counters: LayerCounters::default(),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server.clone().run(cancel.clone()));
+        let lo1: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo2: IpAddr = "127.0.0.2".parse().unwrap();
+        let probe_once = |ip: IpAddr| async move {
+            let mut s = dial(&[(SocketAddr::new(ip, port), ip)], None).await?;
+            ping(&mut s).await
+        };
+        let mut up = false;
+        for _ in 0..50 {
+            if probe_once(lo1).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(up, "the server answers on 127.0.0.1");
+        tx.send_replace(LocalNode {
+            mesh_ip: "127.0.0.2".parse().unwrap(),
+            ..local
+        });
+        let mut moved = false;
+        for _ in 0..50 {
+            if probe_once(lo2).await.is_ok() && probe_once(lo1).await.is_err() {
+                moved = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(moved, "the server moved to 127.0.0.2 and left 127.0.0.1");
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn dial_and_ping_over_loopback_tcp() {
         let listener = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let addr = listener.local_addr().unwrap();
