@@ -7,7 +7,10 @@
 //!   at most one pass old), never from a read of its own.
 //! - Probes run concurrently, one persistent session per peer; a dead peer costs its own
 //!   timeouts, not everyone's.
-//! - Re-applying a stale peer is a [`WireGuard::kick`] (a new handshake); evicting is
+//! - Re-applying a stale peer is a [`WireGuard::kick`] (a new handshake now, on backends that
+//!   can force one): Go's `SetPeer` with the peer's own endpoint is what every reconcile pass
+//!   already does for a peer without a fresh handshake (`engine::diff` puts the stored endpoint
+//!   back over a roamed one). Evicting is
 //!   [`PeerStore::quarantine`] for [`QUARANTINE_TTL`], which the reconcile loop sees at once and
 //!   which removes the peer from the device; its counters and session are dropped.
 
