@@ -149,3 +149,37 @@ fn go_format_probe_gets_pong() {
         "the probe port answers on the LAN address"
     );
 }
+
+#[test]
+fn a_long_cut_evicts_into_quarantine_and_the_peer_returns() {
+    if !lab::require_root() {
+        return;
+    }
+    let lab = Lab::one_lan("healthevict", &["a", "b", "c"]).unwrap();
+    let daemons = start(&lab);
+    let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
+    let key_c = daemons[2].status().unwrap().public_key;
+    let observers = [a, b];
+    wait_health(&observers, &key_c, "online", |p| p.health == "online");
+
+    // Cut for longer than 45 s: unheard of, the failing probes are enforced and evict.
+    c.cut_link().unwrap();
+    let (t, peers) = wait_health(&observers, &key_c, "quarantined", |p| {
+        p.health == "quarantined"
+    });
+    eprintln!(
+        "c cut: evicted (quarantined) in a's and b's API after {:.2} s",
+        t.as_secs_f64()
+    );
+    for p in &peers {
+        assert_eq!(p.state, "quarantined", "{p:#?}");
+        assert_eq!(p.reasons, ["quarantined"], "{p:#?}");
+    }
+
+    c.heal_link().unwrap();
+    let (t, _) = wait_health(&observers, &key_c, "online again", |p| p.health == "online");
+    eprintln!(
+        "c healed after eviction: online again after {:.2} s (quarantine is 30 s)",
+        t.as_secs_f64()
+    );
+}
