@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::future::join_all;
+use futures_util::{StreamExt as _, stream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,10 @@ use crate::node::LocalNode;
 use crate::peers::{Peer, PeerStore, QUARANTINE_TTL};
 use crate::supervisor::{LayerHandle, TaskError};
 use crate::system::wg::{LiveDevice, WireGuard};
+
+/// Probes in flight at once: a round over many dead peers (each up to 2 × 1.2 s of connecting)
+/// must not open a socket per peer at the same instant.
+pub const MAX_CONCURRENT_PROBES: usize = 128;
 
 /// What the API shows of one peer's probing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,7 +223,7 @@ impl<W: WireGuard> HealthMonitor<W> {
             })
             .collect();
         let device = self.device.as_deref();
-        let results = join_all(targets.into_iter().map(|t| async move {
+        let results: Vec<_> = stream::iter(targets.into_iter().map(|t| async move {
             let mut session = match t.session {
                 Some(s) => s,
                 None => match dial(&t.addrs, device).await {
@@ -232,6 +236,8 @@ impl<W: WireGuard> HealthMonitor<W> {
                 Err(e) => (t.key, t.enforced, Err(e), None),
             }
         }))
+        .buffer_unordered(MAX_CONCURRENT_PROBES)
+        .collect()
         .await;
         for (key, enforced, result, session) in results {
             let ok = result.is_ok();
@@ -407,6 +413,39 @@ mod tests {
         }
         assert_eq!(view.borrow().get(&PEER).map(|v| v.failures), Some(10));
         assert!(!m.store.is_quarantined(&PEER, Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_run_concurrently() {
+        // Five peers that accept and never answer: each probe runs into its 1.2 s read timeout.
+        let free = probe_listener("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let (m, view) = monitor(port, LiveDevice::default());
+        let mut listeners = Vec::new();
+        for n in 2..7u8 {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, n);
+            listeners.push(probe_listener(SocketAddr::new(ip.into(), port), None).unwrap());
+            m.store.update(
+                PeerUpdate {
+                    mesh_ip: Some(ip),
+                    ..PeerUpdate::new(PublicKey([n + 10; 32]))
+                },
+                Method::Lan,
+                Instant::now(),
+            );
+        }
+        let mut tracked = Tracked::default();
+        let started = tokio::time::Instant::now();
+        m.probe_round(&mut tracked).await;
+        let took = started.elapsed();
+        println!("a round over 5 silent peers took {took:?} of virtual time");
+        // Serially it would take 5 × 1.2 s; concurrently one timeout.
+        assert!(took < 2 * crate::health::state::PROBE_TIMEOUT, "{took:?}");
+        let failed = view.borrow().values().filter(|v| v.failures == 1).count();
+        // The five, and the rig's own peer on 127.0.0.1 (nothing listens there).
+        assert_eq!(failed, 6, "{:?}", view.borrow());
+        drop(listeners);
     }
 
     #[tokio::test]
