@@ -214,6 +214,8 @@ pub fn render_list(list: &PeerList) -> String {
             "LAST SEEN",
             "HANDSHAKE",
             "STATE",
+            "HEALTH",
+            "LATENCY",
         ]
         .map(str::to_owned),
     ];
@@ -232,6 +234,8 @@ pub fn render_list(list: &PeerList) -> String {
             p.last_handshake_seconds_ago
                 .map_or_else(|| "never".to_owned(), ago),
             p.state.clone(),
+            health(p),
+            latency(p.latency_ms),
         ]);
     }
     let mut out = table(&rows);
@@ -259,6 +263,25 @@ pub fn render_list(list: &PeerList) -> String {
     out
 }
 
+/// `health` with its reasons: `offline (probe_failed, handshake_stale)`; `-` from a daemon
+/// without health.
+fn health(p: &Peer) -> String {
+    match (p.health.as_str(), p.reasons.is_empty()) {
+        ("", _) => "-".to_owned(),
+        (h, true) => h.to_owned(),
+        (h, false) => format!("{h} ({})", p.reasons.join(", ")),
+    }
+}
+
+/// A probe round-trip time: `0.73ms`, `12ms`, or `-`.
+fn latency(ms: Option<f64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms) if ms < 10.0 => format!("{ms:.2}ms"),
+        Some(ms) => format!("{ms:.0}ms"),
+    }
+}
+
 /// Every field of one peer, `Key: value`.
 pub fn render_peer(p: &Peer) -> String {
     let mut b = Block::default();
@@ -272,6 +295,9 @@ pub fn render_peer(p: &Peer) -> String {
             },
         )
         .row("State", &p.state)
+        .row("Health", health(p))
+        .row("Probe failures", p.probe_failures.to_string())
+        .row("Latency", latency(p.latency_ms))
         .row(
             "Mesh IPv4",
             match &p.expected_mesh_ip {

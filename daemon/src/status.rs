@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use wgmesh_api_types as api;
 
 use crate::engine::reconcile::Reconciled;
+use crate::health::state::{HealthInputs, classify};
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{CACHE_GRACE, DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
@@ -69,6 +70,8 @@ pub struct Inputs<'a> {
     pub now: Instant,
     /// Wall-clock now (handshake times are wall-clock).
     pub wall: SystemTime,
+    /// The health task's probe state per peer.
+    pub health: &'a crate::health::HealthView,
 }
 
 fn seconds_ago(then: Option<tokio::time::Instant>, now: Instant) -> Option<u64> {
@@ -303,6 +306,19 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
         .into_iter()
         .map(|p| {
             let lp = inputs.reconciled.live.peers.get(&p.public_key);
+            let probe = inputs
+                .health
+                .get(&p.public_key)
+                .copied()
+                .unwrap_or_default();
+            let (health, reasons) = classify(&HealthInputs {
+                liveness: p.liveness(inputs.now),
+                handshake_age: lp
+                    .and_then(|l| l.last_handshake)
+                    .map(|t| inputs.wall.duration_since(t).unwrap_or_default()),
+                probe_failures: probe.failures,
+                probe_ok: probe.last_ok,
+            });
             let refused = inputs
                 .reconciled
                 .refused
@@ -348,6 +364,10 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                     })
                     .collect(),
                 expected_mesh_ip: None,
+                health: health.as_str().to_owned(),
+                reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+                probe_failures: probe.failures,
+                latency_ms: p.latency.map(|d| d.as_secs_f64() * 1000.0),
             }
         })
         .collect();
@@ -636,6 +656,7 @@ mod tests {
             task("reconcile", TaskState::Running),
         ];
         let local = crate::node::tests::local();
+        let health = crate::health::HealthView::new();
         let inputs = Inputs {
             peers: &peers,
             reconciled: &reconciled,
@@ -645,6 +666,7 @@ mod tests {
             interface: InterfaceState::Down,
             now,
             wall: SystemTime::now(),
+            health: &health,
         };
         let facts = NodeFacts {
             base: api::Status::default(),
@@ -691,6 +713,7 @@ mod tests {
             started: now,
         };
         let layers = BTreeMap::new();
+        let health = crate::health::HealthView::new();
         let inputs = |local| Inputs {
             peers: &peers,
             reconciled: &reconciled,
@@ -700,6 +723,7 @@ mod tests {
             interface: InterfaceState::Up,
             now,
             wall: SystemTime::now(),
+            health: &health,
         };
         let st = status(&facts, &inputs(&local));
         assert_eq!((st.public_endpoint, st.nat_type), (None, None));

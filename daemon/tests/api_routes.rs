@@ -57,6 +57,7 @@ fn peer(n: u8, mesh_ip: &str, state: &str, via: Option<&str>) -> Peer {
         tx_bytes: 20,
         routes_refused: vec![],
         expected_mesh_ip: None,
+        ..Peer::default()
     }
 }
 

@@ -242,6 +242,10 @@ pub fn full_peers() -> PeerList {
                     "overlaps the mesh subnet 10.78.0.0/16",
                 )],
                 expected_mesh_ip: Some("10.78.1.9".into()),
+                health: "online".into(),
+                reasons: vec!["probe_failed".into()],
+                probe_failures: 1,
+                latency_ms: Some(0.734),
             },
             Peer {
                 public_key: BETA.into(),
@@ -268,6 +272,10 @@ pub fn full_peers() -> PeerList {
                     ),
                 ],
                 expected_mesh_ip: None,
+                health: "quarantined".into(),
+                reasons: vec!["quarantined".into()],
+                probe_failures: 0,
+                latency_ms: None,
             },
         ],
     }

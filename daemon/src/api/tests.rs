@@ -58,6 +58,10 @@ fn peers() -> PeerList {
             tx_bytes: 0,
             routes_refused: vec![],
             expected_mesh_ip: None,
+            health: "online".into(),
+            reasons: vec![],
+            probe_failures: 0,
+            latency_ms: Some(0.4),
         }],
     }
 }
