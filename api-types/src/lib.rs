@@ -256,7 +256,7 @@ pub struct PeerResponse {
 }
 
 /// One peer in [`PeerList`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Peer {
     /// WireGuard public key.
@@ -302,7 +302,25 @@ pub struct Peer {
     /// is lower, so it lost the collision and re-derives (`null` when there is no collision).
     #[serde(default)]
     pub expected_mesh_ip: Option<String>,
+    /// Health: `online` (fresh handshake or answered probe), `connecting` (no handshake yet),
+    /// `stale` (handshake older than 150 s), `offline` (probes fail, or silent for 5 minutes) or
+    /// `quarantined` (evicted for 30 s). `reasons` says why.
+    #[serde(default)]
+    pub health: String,
+    /// Stable codes saying why the peer is in its `health` state: `no_handshake_yet`,
+    /// `handshake_stale`, `probe_failed`, `not_seen`, `quarantined` (other layers add theirs).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Consecutive failed mesh probes (TCP `ping`/`pong` over the mesh).
+    #[serde(default)]
+    pub probe_failures: u32,
+    /// Round-trip time of the last successful mesh probe, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
 }
+
+// `latency_ms` is a measured duration, never NaN, so equality is total.
+impl Eq for Peer {}
 
 /// An advertised network this node refuses to route through the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +444,10 @@ mod tests {
                 path: Some("relay".into()),
                 relay_via: Some("r".into()),
                 expected_mesh_ip: Some("10.1.9.9".into()),
+                health: "offline".into(),
+                reasons: vec!["probe_failed".into()],
+                probe_failures: 2,
+                latency_ms: Some(0.25),
             }],
         };
         let back: PeerList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();

@@ -215,6 +215,8 @@ pub fn render_list(list: &PeerList) -> String {
             "HANDSHAKE",
             "PATH",
             "STATE",
+            "HEALTH",
+            "LATENCY",
         ]
         .map(str::to_owned),
     ];
@@ -234,6 +236,8 @@ pub fn render_list(list: &PeerList) -> String {
                 .map_or_else(|| "never".to_owned(), ago),
             path_cell(p, &list.peers),
             p.state.clone(),
+            health(p),
+            latency(p.latency_ms),
         ]);
     }
     let mut out = table(&rows);
@@ -275,6 +279,25 @@ fn path_cell(p: &Peer, peers: &[Peer]) -> String {
     }
 }
 
+/// `health` with its reasons: `offline (probe_failed, handshake_stale)`; `-` from a daemon
+/// without health.
+fn health(p: &Peer) -> String {
+    match (p.health.as_str(), p.reasons.is_empty()) {
+        ("", _) => "-".to_owned(),
+        (h, true) => h.to_owned(),
+        (h, false) => format!("{h} ({})", p.reasons.join(", ")),
+    }
+}
+
+/// A probe round-trip time: `0.73ms`, `12ms`, or `-`.
+fn latency(ms: Option<f64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms) if ms < 10.0 => format!("{ms:.2}ms"),
+        Some(ms) => format!("{ms:.0}ms"),
+    }
+}
+
 /// Every field of one peer, `Key: value`.
 pub fn render_peer(p: &Peer) -> String {
     let mut b = Block::default();
@@ -288,6 +311,9 @@ pub fn render_peer(p: &Peer) -> String {
             },
         )
         .row("State", &p.state)
+        .row("Health", health(p))
+        .row("Probe failures", p.probe_failures.to_string())
+        .row("Latency", latency(p.latency_ms))
         .row(
             "Mesh IPv4",
             match &p.expected_mesh_ip {

@@ -45,6 +45,8 @@ pub mod engine;
 #[cfg(feature = "runtime")]
 pub mod events;
 #[cfg(feature = "runtime")]
+pub mod health;
+#[cfg(feature = "runtime")]
 pub mod identity;
 #[cfg(feature = "runtime")]
 pub mod logging;

@@ -9,6 +9,7 @@ use wgmesh_api_types as api;
 
 use crate::engine::reconcile::Reconciled;
 use crate::engine::relay::Path;
+use crate::health::state::{HealthInputs, classify};
 use crate::keys::PublicKey;
 use crate::node::LocalNode;
 use crate::peers::{CACHE_GRACE, DEAD_AFTER, Liveness, Method, Peer, handshake_is_recent};
@@ -70,6 +71,8 @@ pub struct Inputs<'a> {
     pub now: Instant,
     /// Wall-clock now (handshake times are wall-clock).
     pub wall: SystemTime,
+    /// The health task's probe state per peer.
+    pub health: &'a crate::health::HealthView,
 }
 
 fn seconds_ago(then: Option<tokio::time::Instant>, now: Instant) -> Option<u64> {
@@ -296,6 +299,24 @@ pub fn next_transition(peers: &[Peer], now: Instant) -> Option<Instant> {
         .min()
 }
 
+/// The health reasons, then, for a relayed peer, why it is relayed (`no_direct_handshake`,
+/// `symmetric_nat_both`, `forced_relay`, `handshake_stale`, `direct_pending`, …) unless already
+/// listed.
+fn with_relay_reason(
+    health: &[&'static str],
+    relays: &crate::engine::relay::RelayPlan,
+    peer: &Peer,
+) -> Vec<String> {
+    let mut out: Vec<String> = health.iter().map(|r| (*r).to_owned()).collect();
+    if relays.table.contains_key(&peer.public_key)
+        && let Some(reason) = relays.reasons.get(&peer.public_key)
+        && !out.iter().any(|r| r == reason.code())
+    {
+        out.push(reason.code().to_owned());
+    }
+    out
+}
+
 /// `GET /v1/peers` body, sorted by mesh IP (peers without one last).
 pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
     let mut sorted: Vec<&Peer> = inputs.peers.iter().collect();
@@ -305,6 +326,19 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
         .map(|p| {
             let lp = inputs.reconciled.live.peers.get(&p.public_key);
             let path = Path::of(&inputs.reconciled.relays, p);
+            let probe = inputs
+                .health
+                .get(&p.public_key)
+                .copied()
+                .unwrap_or_default();
+            let (health, reasons) = classify(&HealthInputs {
+                liveness: p.liveness(inputs.now),
+                handshake_age: lp
+                    .and_then(|l| l.last_handshake)
+                    .map(|t| inputs.wall.duration_since(t).unwrap_or_default()),
+                probe_failures: probe.failures,
+                probe_ok: probe.last_ok,
+            });
             let refused = inputs
                 .reconciled
                 .refused
@@ -355,6 +389,10 @@ pub fn peer_list(inputs: &Inputs<'_>) -> api::PeerList {
                     _ => None,
                 },
                 expected_mesh_ip: None,
+                health: health.as_str().to_owned(),
+                reasons: with_relay_reason(&reasons, &inputs.reconciled.relays, p),
+                probe_failures: probe.failures,
+                latency_ms: p.latency.map(|d| d.as_secs_f64() * 1000.0),
             }
         })
         .collect();
@@ -643,6 +681,7 @@ mod tests {
             task("reconcile", TaskState::Running),
         ];
         let local = crate::node::tests::local();
+        let health = crate::health::HealthView::new();
         let inputs = Inputs {
             peers: &peers,
             reconciled: &reconciled,
@@ -652,6 +691,7 @@ mod tests {
             interface: InterfaceState::Down,
             now,
             wall: SystemTime::now(),
+            health: &health,
         };
         let facts = NodeFacts {
             base: api::Status::default(),
@@ -698,6 +738,7 @@ mod tests {
             started: now,
         };
         let layers = BTreeMap::new();
+        let health = crate::health::HealthView::new();
         let inputs = |local| Inputs {
             peers: &peers,
             reconciled: &reconciled,
@@ -707,6 +748,7 @@ mod tests {
             interface: InterfaceState::Up,
             now,
             wall: SystemTime::now(),
+            health: &health,
         };
         let st = status(&facts, &inputs(&local));
         assert_eq!((st.public_endpoint, st.nat_type), (None, None));
@@ -746,6 +788,7 @@ mod tests {
         let peers = [relay.clone(), far, near];
         let local = crate::node::tests::local();
         let layers = BTreeMap::new();
+        let health = crate::health::HealthView::new();
         let inputs = Inputs {
             peers: &peers,
             reconciled: &reconciled,
@@ -755,6 +798,7 @@ mod tests {
             interface: InterfaceState::Up,
             now,
             wall: SystemTime::now(),
+            health: &health,
         };
         let list = peer_list(&inputs);
         let got: Vec<(Option<&str>, Option<&str>)> = list
@@ -771,5 +815,21 @@ mod tests {
                 (None, None)
             ]
         );
+        // The relayed peer says why in its reasons, after the health ones; the others do not.
+        assert_eq!(
+            list.peers[1].reasons.last().map(String::as_str),
+            Some("no_direct_handshake")
+        );
+        assert_eq!(
+            list.peers[1]
+                .reasons
+                .iter()
+                .filter(|r| *r == "no_direct_handshake")
+                .count(),
+            1,
+            "{:?}",
+            list.peers[1].reasons
+        );
+        assert!(!list.peers[0].reasons.iter().any(|r| r == "peer_introducer"));
     }
 }

@@ -59,6 +59,7 @@ fn peer(n: u8, mesh_ip: &str, state: &str, via: Option<&str>) -> Peer {
         path: via.map(|_| "direct".to_owned()),
         relay_via: None,
         expected_mesh_ip: None,
+        ..Peer::default()
     }
 }
 

@@ -81,10 +81,11 @@ pub const COMMANDS: &[&str] = &[
     "dht-node",
     "udp-garbage",
     "flood-udp",
+    "probe",
 ];
 
 const USAGE: &str = "usage: wgmesh-labnode wgmeshd ARGS… | wgmeshctl ARGS… | serve | tcp-echo ADDR \
-                     | tcp-check ADDR BYTES TIMEOUT_MS | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
+                     | tcp-check ADDR BYTES TIMEOUT_MS | probe ADDR | udp-echo ADDR | udp-check ADDR TIMEOUT_MS \
                      | announce SECRET_FILE PUBKEY MESH_IP WG_PORT DEST \
                      | announce-many SECRET_FILE FIRST COUNT SUBNET BASE_PORT DEST [HOSTNAME] \
                      | http-get ADDR PATH | stun-server --bind IP:PORT \
@@ -145,6 +146,7 @@ where
             "serve" => serve().await,
             "tcp-echo" => tcp_echo(arg(&args, 1)?).await,
             "tcp-check" => tcp_check(arg(&args, 1)?, arg(&args, 2)?, arg(&args, 3)?).await,
+            "probe" => go_probe(arg(&args, 1)?).await,
             "udp-echo" => udp_echo(arg(&args, 1)?).await,
             "udp-check" => udp_check(arg(&args, 1)?, arg(&args, 2)?).await,
             "announce" => {
@@ -478,6 +480,23 @@ async fn tcp_echo(listen: SocketAddr) -> anyhow::Result<()> {
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
     }
+}
+
+/// A mesh probe as Go wgmesh sends it, written out by hand (not our client): `ping\n` over a
+/// plain TCP connection to `addr`; prints the line that comes back (within 5 s).
+async fn go_probe(addr: SocketAddr) -> anyhow::Result<()> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (r, mut w) = stream.into_split();
+        w.write_all(b"ping\n").await?;
+        let mut line = String::new();
+        BufReader::new(r).read_line(&mut line).await?;
+        print!("{line}");
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| anyhow!("probe {addr} timed out"))?
 }
 
 /// Sends `bytes` of a pattern to an echo server and checks every byte comes back.

@@ -119,6 +119,13 @@ const PEER_FIELDS: &[(&str, Result<(), &str>)] = &[
         "peers[].expected_mesh_ip",
         Err("a collision is rare and brief; `peers get` shows it"),
     ),
+    ("peers[].health", Ok(())),
+    ("peers[].reasons[]", Ok(())),
+    (
+        "peers[].probe_failures",
+        Err("the health column says probe_failed; the count is for `peers get`"),
+    ),
+    ("peers[].latency_ms", Ok(())),
 ];
 
 /// `wgmeshctl peers get` shows every field of a peer.
@@ -144,6 +151,10 @@ const PEER_GET_FIELDS: &[(&str, &str)] = &[
     ("path", "Path"),
     ("relay_via", "Path"),
     ("expected_mesh_ip", "Mesh IPv4"),
+    ("health", "Health"),
+    ("reasons[]", "Health"),
+    ("probe_failures", "Probe failures"),
+    ("latency_ms", "Latency"),
 ];
 
 /// Every leaf of `value` as (concrete JSON pointer, field path as in [`STATUS_FIELDS`]). The keys
@@ -181,7 +192,10 @@ fn leaves(value: &Value) -> Vec<(String, String)> {
 fn mutated(v: &Value) -> Option<Value> {
     match v {
         Value::String(s) => Some(Value::from(format!("x{s}"))),
-        Value::Number(n) => n.as_u64().map(|n| Value::from((n + 1) * 2 % 65_536)),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|n| Value::from((n + 1) * 2 % 65_536))
+            .or_else(|| n.as_f64().map(|f| Value::from(f * 2.0 + 1.0))),
         Value::Bool(b) => Some(Value::from(!b)),
         _ => None,
     }

@@ -244,6 +244,10 @@ pub fn full_peers() -> PeerList {
                 path: Some("relay".into()),
                 relay_via: Some(BETA.into()),
                 expected_mesh_ip: Some("10.78.1.9".into()),
+                health: "online".into(),
+                reasons: vec!["probe_failed".into()],
+                probe_failures: 1,
+                latency_ms: Some(0.734),
             },
             Peer {
                 public_key: BETA.into(),
@@ -272,6 +276,10 @@ pub fn full_peers() -> PeerList {
                 path: Some("direct".into()),
                 relay_via: None,
                 expected_mesh_ip: None,
+                health: "quarantined".into(),
+                reasons: vec!["quarantined".into()],
+                probe_failures: 0,
+                latency_ms: None,
             },
         ],
     }

@@ -60,6 +60,10 @@ fn peers() -> PeerList {
             path: Some("lan".into()),
             relay_via: None,
             expected_mesh_ip: None,
+            health: "online".into(),
+            reasons: vec![],
+            probe_failures: 0,
+            latency_ms: Some(0.4),
         }],
     }
 }

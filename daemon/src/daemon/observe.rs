@@ -76,6 +76,8 @@ pub struct StatusTask<W> {
     pub privacy: watch::Receiver<Option<Epoch>>,
     /// Peers that lost a mesh-IP collision and the address they should move to.
     pub expected_ips: watch::Receiver<BTreeMap<PublicKey, Ipv4Addr>>,
+    /// The health task's probe state per peer (its sender is gone in tests without it).
+    pub health: watch::Receiver<crate::health::HealthView>,
 }
 
 /// The registry observer the daemon installs: task and layer changes become events, and every
@@ -155,6 +157,8 @@ impl<W: WireGuard + 'static> StatusTask<W> {
         let mut interfaces = self.interfaces.clone();
         let mut privacy = self.privacy.clone();
         let mut privacy_open = true;
+        let mut health = self.health.clone();
+        let mut health_open = true;
         let mut view = View {
             reconciled: reconciled.borrow_and_update().clone(),
         };
@@ -216,6 +220,11 @@ impl<W: WireGuard + 'static> StatusTask<W> {
                 changed = privacy.changed(), if privacy_open => {
                     // Without privacy mode nobody holds the sender: nothing will change.
                     privacy_open = changed.is_ok();
+                    pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                    continue;
+                }
+                changed = health.changed(), if health_open => {
+                    health_open = changed.is_ok();
                     pending.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                     continue;
                 }
@@ -303,7 +312,9 @@ impl<W: WireGuard + 'static> StatusTask<W> {
         let local = self.local.borrow().clone();
         let tasks = self.registry.tasks();
         let layers = self.registry.layers();
+        let health = self.health.borrow().clone();
         let inputs = Inputs {
+            health: &health,
             peers: &peers,
             reconciled: &view.reconciled,
             local: &local,
@@ -586,6 +597,7 @@ mod tests {
             memory: Mutex::default(),
             privacy: privacy_rx,
             expected_ips: watch::channel(BTreeMap::new()).1,
+            health: watch::channel(Default::default()).1,
         });
         let cancel = CancellationToken::new();
         let ctx = TaskContext {

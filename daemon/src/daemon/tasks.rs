@@ -12,6 +12,8 @@
 //! | `rendezvous` | restart, layer `rendezvous` | hole punching through introducers: RENDEZVOUS_OFFER/START, punch jobs (off with `--no-punching`) |
 //! | `gossip` | restart, layers `gossip`, `privacy` | in-mesh gossip and Dandelion++ stems (`--gossip`, `--privacy`) |
 //! | `stun` | restart, layer `stun` | public endpoint and NAT type every 60 s (not with `--no-stun`) |
+//! | `probe-server` | restart, layer `probe` | answers Go-format mesh probes (`ping`/`pong`) on the mesh IPs at gossip port + 2000 |
+//! | `health` | restart, layer `health` | handshake/transfer monitor, concurrent probes, eviction into quarantine ([`crate::health`]) |
 //! | `cleanup` | restart | forgets peers silent for 10 minutes |
 //! | `cache` | restart | saves the peer cache every 5 minutes |
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
@@ -50,6 +52,7 @@ use crate::discovery::{self, lan::LanDiscovery};
 use crate::engine::collision::{CollisionTask, Derivation};
 use crate::engine::reconcile::{MeshNetworks, Reconciled, Reconciler, RelayOptions, RouteTarget};
 use crate::events::EventBus;
+use crate::health::{HealthMonitor, HealthView, ProbeServer};
 use crate::identity::Identity;
 use crate::keys::{PresharedKey, PrivateKey};
 use crate::logging::LogControl;
@@ -88,6 +91,8 @@ pub struct Node {
     discovery: super::DiscoveryOptions,
     /// The mesh's gossip port: the exchange socket's (and every peer's).
     gossip_port: u16,
+    /// The mesh probe port (gossip port + 2000).
+    probe_port: u16,
     /// The DHT layer's settings (`None`: `--no-dht`); it also needs the exchange socket.
     dht: Option<DhtSettings>,
     prefix_len: u8,
@@ -181,6 +186,7 @@ impl Node {
             lan_discovery: opts.lan_discovery,
             discovery: opts.discovery.clone(),
             gossip_port: keys.gossip_port,
+            probe_port: keys.probe_port(),
             dht: opts.discovery.dht.then(|| {
                 DhtSettings::new(
                     &opts.secret,
@@ -407,6 +413,37 @@ impl Node {
             let task = collisions.clone();
             async move { task.run(ctx.cancel).await.map_err(TaskError::from) }
         });
+        // --- Health (layers `probe`, `health`): probe responder and monitor.
+        let (health_tx, health_view) = watch::channel(HealthView::default());
+        let server = ProbeServer {
+            port: self.probe_port,
+            device: Some(self.iface.clone()),
+            local: self.local.subscribe(),
+            ipv6: self.discovery.ipv6,
+            layer: sup.registry().layer("probe", LayerState::Running),
+            counters: metrics.layer("probe"),
+        };
+        let layer = server.layer.clone();
+        sup.spawn_restarting("probe-server", Some(layer), move |ctx| {
+            server.clone().run(ctx.cancel)
+        });
+        let layer = sup.registry().layer("health", LayerState::Running);
+        let monitor = Arc::new(HealthMonitor {
+            wg: wg.clone(),
+            store: self.store.clone(),
+            local: self.local.subscribe(),
+            reconciled: reconciled.clone(),
+            probe_port: self.probe_port,
+            device: Some(self.iface.clone()),
+            ipv6: self.discovery.ipv6,
+            published: health_tx,
+            layer: layer.clone(),
+        });
+        sup.spawn_restarting("health", Some(layer), move |ctx| {
+            let monitor = monitor.clone();
+            async move { monitor.run(ctx.cancel).await }
+        });
+        // --- end health
 
         if self.lan_discovery {
             let layer = sup.registry().layer("lan", LayerState::Running);
@@ -575,6 +612,7 @@ impl Node {
             memory: std::sync::Mutex::default(),
             privacy: privacy_epoch,
             expected_ips,
+            health: health_view,
         });
         sup.spawn_restarting("status", None, move |ctx| status.clone().run(ctx));
 

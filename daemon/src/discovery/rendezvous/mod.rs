@@ -496,7 +496,11 @@ impl Rendezvous {
         let known = self
             .store
             .get(&valid.target)
-            .filter(|_| !self.store.is_dead(&valid.target, now))
+            // A target this introducer evicted (quarantined) is not introduced either.
+            .filter(|_| {
+                !self.store.is_dead(&valid.target, now)
+                    && !self.store.is_quarantined(&valid.target, now)
+            })
             .and_then(|p| p.endpoint)
             .map(|endpoint| {
                 let guessed = SocketAddr::new(endpoint.ip(), self.gossip_port);

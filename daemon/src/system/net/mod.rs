@@ -48,6 +48,7 @@ pub(crate) use ifaces::tests::iface as test_iface;
 pub mod multicast;
 mod netlink;
 mod plan;
+pub mod probe;
 pub mod stun;
 mod sysctl;
 pub mod udp;
