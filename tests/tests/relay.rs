@@ -95,6 +95,13 @@ fn peers_on_two_lans_talk_through_the_introducer() {
     // c's own entry on a is kept (make-before-break): endpoint known, still trying direct.
     let c_on_a = listed(a, key_c).unwrap();
     assert!(c_on_a.endpoint.is_some(), "{c_on_a:?}");
+    // Health: the probes through b show c online; the reasons say why it is relayed.
+    let online = lab::wait_until(Duration::from_secs(10), || {
+        listed(a, key_c).is_some_and(|p| {
+            p.health == "online" && p.reasons.iter().any(|r| r == "no_direct_handshake")
+        })
+    });
+    assert!(online, "{:#?}", listed(a, key_c));
     let logs = daemons[0].process().logs();
     assert!(logs.contains("relaying peer"), "{logs}");
 }
