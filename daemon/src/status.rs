@@ -774,6 +774,7 @@ mod tests {
                 Relayed {
                     via: relay.public_key,
                     direct_since: None,
+                    since: Instant::now(),
                 },
             )]),
             reasons: BTreeMap::from([

@@ -19,6 +19,8 @@ const API_UP: Duration = Duration::from_secs(20);
 const RELAYED: Duration = Duration::from_secs(60);
 /// How long a and c may take to go back to direct once a direct path exists: the next direct
 /// retry (25 s) plus three passes with the fresh handshake (5 s each), with slack.
+/// How long a pair whose direct path broke may take to go back through the relay.
+const RELAYED_AFTER_CUT: Duration = Duration::from_secs(60);
 const BACK_TO_DIRECT: Duration = Duration::from_secs(75);
 
 /// The lab's STUN port.
@@ -186,6 +188,30 @@ fn a_relayed_pair_goes_direct_once_a_direct_path_exists() {
     assert!(replies > 0, "no ping reply at all:\n{out}");
     let logs = lab.logs(400);
     assert!(logs.contains("peer back to its direct path"), "{logs}");
+
+    // The direct path breaks: the last direct handshakes still look fresh (Go would wait until
+    // they are 150 s old), but the mesh probes fail, so both sides move to the relay at once.
+    a.exec_ok("ip", &["route", "del", &lan2.to_string(), "via", &b1])
+        .unwrap();
+    c.exec_ok("ip", &["route", "del", &lan1.to_string(), "via", &b2])
+        .unwrap();
+    let cut = Instant::now();
+    let relayed_again = lab::wait_until(RELAYED_AFTER_CUT, || {
+        path_of(a, key_c) == via_b && path_of(c, key_a) == via_b
+    });
+    assert!(
+        relayed_again,
+        "a and c did not go back to the relay after the direct path broke\na lists c {:#?}\nc lists a {:#?}",
+        listed(a, key_c),
+        listed(c, key_a)
+    );
+    let moved = cut.elapsed();
+    daemon::tcp_every_pair(&labnode_exe!(), &[a, c]).unwrap();
+    eprintln!(
+        "relay cut: both sides relayed through b {:.2} s after the direct path broke; TCP over the mesh {:.2} s after",
+        moved.as_secs_f64(),
+        cut.elapsed().as_secs_f64()
+    );
 }
 
 /// Makes `router` drop packets from its public side that start a new connection, as a home

@@ -833,6 +833,7 @@ mod tests {
                 Relayed {
                     via: PublicKey([2; 32]),
                     direct_since: None,
+                    since: std::time::Instant::now(),
                 },
             )]),
             reasons: BTreeMap::new(),

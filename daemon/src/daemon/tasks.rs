@@ -370,7 +370,11 @@ impl Node {
         });
 
         let (reconciled_tx, reconciled) = watch::channel(Reconciled::default());
+        // The health monitor's probe results: the API shows them, the reconcile loop relays
+        // peers whose direct path fails its probes.
+        let (health_tx, health_view) = watch::channel(HealthView::default());
         let reconciler = Reconciler {
+            health: health_view.clone(),
             wg: wg.clone(),
             store: self.store.clone(),
             routes: Some(RouteTarget {
@@ -414,7 +418,6 @@ impl Node {
             async move { task.run(ctx.cancel).await.map_err(TaskError::from) }
         });
         // --- Health (layers `probe`, `health`): probe responder and monitor.
-        let (health_tx, health_view) = watch::channel(HealthView::default());
         let server = ProbeServer {
             port: self.probe_port,
             device: Some(self.iface.clone()),

@@ -114,6 +114,9 @@ pub struct Reconciler<W> {
     pub psk: PresharedKey,
     /// Relay decision options.
     pub relay: RelayOptions,
+    /// The health monitor's probe results: a peer whose probes fail is relayed at the next pass
+    /// (the channel of a node without health probing never changes).
+    pub health: watch::Receiver<crate::health::HealthView>,
     /// The device and refusals after each pass, for status and the API.
     pub published: watch::Sender<Reconciled>,
     /// Where every pass is counted.
@@ -181,6 +184,13 @@ impl<W: WireGuard> Reconciler<W> {
         let policy = self.policy();
         let handshakes = handshake_ages(&live, SystemTime::now());
         let previous = self.published.borrow().relays.table.clone();
+        let unreachable: BTreeSet<PublicKey> = self
+            .health
+            .borrow()
+            .iter()
+            .filter(|(_, probe)| probe.failures >= crate::health::OFFLINE_AFTER_FAILURES)
+            .map(|(key, _)| *key)
+            .collect();
         let relays = relay::plan(
             &peers,
             &relay::Context {
@@ -189,6 +199,7 @@ impl<W: WireGuard> Reconciler<W> {
                 force_relay: self.relay.force_relay,
                 ipv6: self.relay.ipv6,
                 handshakes: &handshakes,
+                unreachable: &unreachable,
                 now,
             },
             &previous,
@@ -580,6 +591,7 @@ mod tests {
                 force_relay: false,
                 ipv6: true,
             },
+            health: watch::channel(crate::health::HealthView::default()).1,
             published: watch::channel(Reconciled::default()).0,
             metrics: Arc::new(Metrics::default()),
             events: EventBus::new(64),

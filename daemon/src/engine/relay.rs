@@ -39,7 +39,7 @@
 //! for nothing. When the relay becomes unusable the peer moves to the FNV choice among the
 //! remaining candidates (`relay_lost`); with none left it goes direct — the only path left to try.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub enum Reason {
     DirectPending,
     /// The previous relay became unusable.
     RelayLost,
+    /// Mesh probes over the direct path fail while the handshake still looks fresh (the path
+    /// broke less than 150 s ago): relay now instead of waiting for the handshake to age.
+    ProbeFailed,
 }
 
 impl Reason {
@@ -108,6 +111,7 @@ impl Reason {
             Self::TryDirect => "try_direct",
             Self::DirectPending => "direct_pending",
             Self::RelayLost => "relay_lost",
+            Self::ProbeFailed => "probe_failed",
         }
     }
 }
@@ -134,6 +138,9 @@ pub struct Context<'a> {
     pub ipv6: bool,
     /// Age of the last handshake on each peer's own WireGuard entry (peers without one absent).
     pub handshakes: &'a BTreeMap<PublicKey, Duration>,
+    /// Peers whose mesh probes fail (the health monitor's verdict): their direct path is broken
+    /// even if the last handshake is recent.
+    pub unreachable: &'a BTreeSet<PublicKey>,
     /// Now.
     pub now: Instant,
 }
@@ -146,6 +153,9 @@ pub struct Relayed {
     /// Since when its direct handshakes have been fresh (the first fresh handshake's time), if
     /// they are.
     pub direct_since: Option<Instant>,
+    /// When it was relayed: only a direct handshake after this proves the direct path works
+    /// again (one from before may be the last one before the path broke).
+    pub since: Instant,
 }
 
 /// The relay table: relayed peers by key. Kept by the reconcile loop from pass to pass.
@@ -314,6 +324,9 @@ pub fn decide(peer: &Peer, ctx: &Context<'_>, have_candidates: bool) -> Verdict 
     if !have_candidates {
         return direct(Reason::NoRelayCandidate);
     }
+    if ctx.unreachable.contains(&peer.public_key) {
+        return relay(Reason::ProbeFailed);
+    }
     if let Some(age) = ctx.handshakes.get(&peer.public_key) {
         return if *age < HANDSHAKE_FRESH {
             direct(Reason::HandshakeFresh)
@@ -375,6 +388,11 @@ pub fn plan(peers: &[Peer], ctx: &Context<'_>, prev: &RelayTable) -> RelayPlan {
             verdict.reason,
             Reason::LocalIntroducer | Reason::PeerIntroducer | Reason::Lan
         );
+        // A relayed peer's handshake counts only when it came after the relay began.
+        let fresh = match previous {
+            Some(r) => fresh.filter(|at| *at > r.since),
+            None => fresh,
+        };
         let (relayed, reason, direct_since) = match (verdict.relay, previous, fresh) {
             (true, _, _) => (true, verdict.reason, None),
             (false, None, _) => (false, verdict.reason, None),
@@ -391,7 +409,15 @@ pub fn plan(peers: &[Peer], ctx: &Context<'_>, prev: &RelayTable) -> RelayPlan {
         };
         match choice {
             Some(via) if relayed => {
-                out.table.insert(key, Relayed { via, direct_since });
+                let since = previous.map_or(ctx.now, |r| r.since);
+                out.table.insert(
+                    key,
+                    Relayed {
+                        via,
+                        direct_since,
+                        since,
+                    },
+                );
                 let reason = if lost { Reason::RelayLost } else { reason };
                 out.reasons.insert(key, reason);
             }
@@ -434,6 +460,7 @@ mod tests {
         force: bool,
         ipv6: bool,
         hs: BTreeMap<PublicKey, Duration>,
+        unreachable: BTreeSet<PublicKey>,
         now: Instant,
     }
 
@@ -445,6 +472,7 @@ mod tests {
                 force: false,
                 ipv6: true,
                 hs: BTreeMap::new(),
+                unreachable: BTreeSet::new(),
                 now: Instant::now(),
             }
         }
@@ -455,6 +483,7 @@ mod tests {
                 force_relay: self.force,
                 ipv6: self.ipv6,
                 handshakes: &self.hs,
+                unreachable: &self.unreachable,
                 now: self.now,
             }
         }
@@ -720,7 +749,9 @@ mod tests {
         let p = pass(&env, &peers, &table);
         assert_eq!(p.table[&key(7)].direct_since, None);
         assert_eq!(p.next_switch(), None);
-        // A direct handshake 2 s ago: pending since then, due DIRECT_HOLD after it.
+        // A direct handshake 2 s ago (after the relay began): pending since then, due
+        // DIRECT_HOLD after it.
+        env.now += Duration::from_secs(3);
         let handshake = env.now - Duration::from_secs(2);
         env.hs.insert(key(7), Duration::from_secs(2));
         let p = pass(&env, &peers, &table);
@@ -746,6 +777,45 @@ mod tests {
         assert!(p.table.is_empty());
         assert_eq!(p.reasons[&key(7)], Reason::HandshakeFresh);
         assert_eq!(p.next_switch(), None);
+    }
+
+    #[test]
+    fn failing_probes_relay_at_once_and_only_a_later_direct_handshake_brings_it_back() {
+        let mut env = Env::new();
+        let peers = [intro(2), remote(7, &[Method::Dht])];
+        // Direct, with a fresh handshake.
+        env.hs.insert(key(7), Duration::from_secs(20));
+        let p = pass(&env, &peers, &RelayTable::new());
+        assert!(p.table.is_empty());
+        assert_eq!(p.reasons[&key(7)], Reason::HandshakeFresh);
+        // The path breaks: the handshake still looks fresh, but the probes fail.
+        env.now += Duration::from_secs(5);
+        env.hs.insert(key(7), Duration::from_secs(25));
+        env.unreachable.insert(key(7));
+        let mut table = pass(&env, &peers, &RelayTable::new()).table;
+        assert_eq!(table[&key(7)].via, key(2));
+        let relayed_at = table[&key(7)].since;
+        // Through the relay the probes answer again; the old direct handshake (from before the
+        // relay) proves nothing, for as long as it stays "fresh": still relayed.
+        env.unreachable.clear();
+        for step in 1..=10 {
+            env.now += Duration::from_secs(5);
+            env.hs.insert(key(7), Duration::from_secs(25 + 5 * step));
+            let p = pass(&env, &peers, &table);
+            assert!(p.table.contains_key(&key(7)), "step {step}");
+            assert_eq!(p.reasons[&key(7)], Reason::NoDirectHandshake, "step {step}");
+            assert_eq!(p.table[&key(7)].since, relayed_at, "step {step}");
+            table = p.table;
+        }
+        // The path heals: a direct handshake after the relay began, held for the hold time.
+        env.hs.insert(key(7), Duration::from_secs(1));
+        table = pass(&env, &peers, &table).table;
+        assert!(table.contains_key(&key(7)));
+        env.now += DIRECT_HOLD;
+        env.hs.insert(key(7), DIRECT_HOLD + Duration::from_secs(1));
+        let p = pass(&env, &peers, &table);
+        assert!(p.table.is_empty(), "{p:?}");
+        assert_eq!(p.reasons[&key(7)], Reason::HandshakeFresh);
     }
 
     #[test]
@@ -826,6 +896,7 @@ mod tests {
                 Relayed {
                     via: key(2),
                     direct_since: None,
+                    since: Instant::now(),
                 },
             )
         };

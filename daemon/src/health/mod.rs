@@ -17,3 +17,4 @@ pub mod state;
 
 pub use monitor::{HealthMonitor, HealthView, ProbeView};
 pub use probe::ProbeServer;
+pub use state::OFFLINE_AFTER_FAILURES;
