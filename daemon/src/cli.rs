@@ -89,8 +89,14 @@ pub struct JoinArgs {
     /// Directory of the node's state files (identity `<iface>.json`).
     #[arg(long, value_name = "DIR", default_value = identity::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Unix socket of the control API (wgmeshctl talks to it).
-    #[arg(long, value_name = "PATH", default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH)]
+    /// Unix socket of the control API (wgmeshctl talks to it). `--socket-path` (Go's name) is
+    /// the same.
+    #[arg(
+        long,
+        alias = "socket-path",
+        value_name = "PATH",
+        default_value = wgmesh_api_types::DEFAULT_SOCKET_PATH
+    )]
     socket: PathBuf,
     /// Group of the API socket (a name in /etc/group, or a gid): its members may use the API,
     /// reloads and cache flushes included, without being root. It must exist. Without this flag
@@ -162,8 +168,18 @@ pub struct JoinArgs {
     /// 127.0.0.1:9586. Off by default; the control API never listens on TCP. The metrics hold
     /// counts and timings, no keys or addresses, and have no authentication: prefer a loopback
     /// address or a firewalled one. The same metrics are always on the API socket at /metrics.
-    #[arg(long, value_name = "ADDR")]
+    /// `--metrics` (Go's name) is the same.
+    #[arg(long, alias = "metrics", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Go wgmesh's Lighthouse account (a centralized service): refused with an explanation.
+    #[arg(long, hide = true, value_name = "KEY")]
+    account: Option<GoOnlyValue>,
+    /// Go wgmesh's referral bookkeeping: refused with an explanation.
+    #[arg(long, hide = true, value_name = "CODE")]
+    referral: Option<GoOnlyValue>,
+    /// Go's net/http/pprof listener: refused with an explanation.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pprof: Option<GoOnlyValue>,
 }
 
 /// The `wgmeshd` program: parses `args` (the first one is the program name), sets up logging,
@@ -238,11 +254,57 @@ unsafe fn scrub_secret_env() {
     }
 }
 
+/// The value of a Go-only `join` flag (`--account`, `--referral`, `--pprof`): kept only to say
+/// why the flag is refused, never shown (an account flag carries an API key).
+#[derive(Clone)]
+struct GoOnlyValue;
+
+impl std::str::FromStr for GoOnlyValue {
+    type Err = std::convert::Infallible;
+
+    fn from_str(_: &str) -> Result<Self, Self::Err> {
+        Ok(Self)
+    }
+}
+
+impl std::fmt::Debug for GoOnlyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<not shown>")
+    }
+}
+
+/// Refuses the `join` flags of Go wgmesh that have no meaning here, naming the flag and why
+/// (their values are never repeated).
+fn refuse_go_only_flags(args: &JoinArgs) -> anyhow::Result<()> {
+    let refused = [
+        (
+            args.account.is_some(),
+            "--account",
+            "it registers the node with Lighthouse, the centralized service of Go wgmesh; wgmeshd has no central service",
+        ),
+        (
+            args.referral.is_some(),
+            "--referral",
+            "it is bookkeeping for Go wgmesh's centralized service",
+        ),
+        (
+            args.pprof.is_some(),
+            "--pprof",
+            "it serves Go's runtime profiler; use --metrics-listen for metrics, and perf or tokio-console style tools to profile",
+        ),
+    ];
+    match refused.into_iter().find(|(given, _, _)| *given) {
+        Some((_, flag, why)) => anyhow::bail!("{flag} is not supported by wgmeshd: {why}"),
+        None => Ok(()),
+    }
+}
+
 fn join_cmd(
     args: JoinArgs,
     log_level: LogLevel,
     log_control: Option<LogControl>,
 ) -> anyhow::Result<ExitCode> {
+    refuse_go_only_flags(&args)?;
     let secret = resolve_secret(&args.secret)?;
     if *secret.origin() == SecretOrigin::Env {
         // SAFETY: no runtime and no other thread exist yet (logging spawns none).
@@ -418,5 +480,77 @@ mod tests {
         assert!(!format!("{args:?}").contains("correct-horse"));
         let opts_secret = args.secret.resolve().unwrap();
         assert!(!format!("{opts_secret:?}").contains("correct-horse"));
+    }
+
+    /// Every flag of Go's `wgmesh join` (daemon-behaviour §16.2) parses, under the same name.
+    #[test]
+    fn go_join_flags_are_accepted() {
+        let cli = Cli::try_parse_from([
+            "wgmeshd",
+            "--log-level",
+            "debug",
+            "join",
+            "--secret",
+            "wgmesh://v1/correct-horse-battery-staple-0123456789",
+            "--state-dir",
+            "/tmp/wgmesh-state",
+            "--advertise-routes",
+            "192.168.10.0/24,fd10::/64",
+            "--listen-port",
+            "51900",
+            "--interface",
+            "wg7",
+            "--privacy",
+            "--gossip",
+            "--socket-path",
+            "/tmp/wgmesh.sock",
+            "--no-lan-discovery",
+            "--no-ipv6",
+            "--force-relay",
+            "--no-punching",
+            "--introducer",
+            "--mesh-subnet",
+            "10.42.0.0/16",
+            "--metrics",
+            "127.0.0.1:9586",
+        ])
+        .unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.socket, PathBuf::from("/tmp/wgmesh.sock"));
+        assert_eq!(args.metrics_listen, Some("127.0.0.1:9586".parse().unwrap()));
+        assert_eq!(args.listen_port, 51900);
+        assert_eq!(args.interface.as_str(), "wg7");
+        assert!(args.privacy && args.gossip && args.no_ipv6 && args.force_relay);
+        assert!(args.no_punching && args.introducer && args.no_lan_discovery);
+        assert_eq!(args.advertise_routes.len(), 2);
+        assert!(refuse_go_only_flags(&args).is_ok());
+    }
+
+    /// Go's centralized-mode flags are refused by name, and their values never appear.
+    #[test]
+    fn go_only_flags_are_refused_by_name() {
+        for flag in ["--account", "--referral", "--pprof"] {
+            let cli = Cli::try_parse_from([
+                "wgmeshd",
+                "join",
+                "--secret",
+                "wgmesh://v1/correct-horse-battery-staple-0123456789",
+                flag,
+                "sk-live-do-not-print",
+            ])
+            .unwrap();
+            let Command::Join(args) = cli.command else {
+                panic!("not join")
+            };
+            assert!(!format!("{args:?}").contains("sk-live"));
+            let err = refuse_go_only_flags(&args).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{flag} is not supported by wgmeshd: ")),
+                "{err}"
+            );
+            assert!(!err.contains("sk-live"), "{err}");
+        }
     }
 }
