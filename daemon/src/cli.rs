@@ -143,9 +143,10 @@ pub struct JoinArgs {
     /// this node knows.
     #[arg(long)]
     gossip: bool,
-    /// Privacy mode (needs --gossip): announcements travel Dandelion++ stem hops through the
-    /// epoch's relay peers before they spread, so peers cannot tell who originated them.
-    #[arg(long, requires = "gossip")]
+    /// Privacy mode, with --gossip: announcements travel Dandelion++ stem hops through the
+    /// epoch's relay peers before they spread, so peers cannot tell who originated them. Without
+    /// --gossip it has no effect (accepted, and logged, as Go's `join` accepts it).
+    #[arg(long)]
     privacy: bool,
     /// Do not ask STUN servers for this node's public endpoint and NAT type.
     #[arg(long)]

@@ -686,6 +686,10 @@ impl Node {
                     tracing::warn!(
                         "gossip needs the exchange socket (--no-exchange turns it off); gossip is off"
                     );
+                } else if privacy {
+                    tracing::warn!(
+                        "--privacy works on gossip announcements and has no effect without --gossip"
+                    );
                 }
                 sup.registry().layer("gossip", LayerState::Off);
                 sup.registry().layer("privacy", LayerState::Off);
