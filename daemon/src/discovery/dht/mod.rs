@@ -318,7 +318,7 @@ impl DhtDiscovery {
             let plan = plan_bootstrap(&resolved, warm);
             let result = tokio::select! {
                 () = cancel.cancelled() => return None,
-                r = self.attempt(&mut node, &plan) => r,
+                r = self.attempt(&mut node, &plan, attempt == 0) => r,
             };
             let problem = match (result, node.take()) {
                 (Ok(found), Some(started)) => return Some((started, found)),
@@ -346,11 +346,14 @@ impl DhtDiscovery {
     }
 
     /// One bootstrap attempt with `plan`: (re)starts the node when its bootstrap list changed,
-    /// then fills the table. Returns the nodes found.
+    /// then fills the table. Returns the nodes found. The first attempt shows the layer
+    /// `running` (bootstrapping); a retry leaves it `retrying` with the last error until it
+    /// succeeds, so the state never claims a recovery that has not happened.
     async fn attempt(
         &self,
         node: &mut Option<DhtNode>,
         plan: &BootstrapPlan,
+        first: bool,
     ) -> Result<Vec<NodeRecord>, Problem> {
         if plan.addrs.is_empty() {
             return Err(Problem::NothingResolves(plan.unusable.clone()));
@@ -379,16 +382,18 @@ impl DhtDiscovery {
                 node.insert(started)
             }
         };
-        self.layer.running(format!(
-            "UDP {}, bootstrapping from {} {}",
-            current.local_addr().port(),
-            plan.addrs.len(),
-            if plan.addrs.len() == 1 {
-                "node"
-            } else {
-                "nodes"
-            }
-        ));
+        if first {
+            self.layer.running(format!(
+                "UDP {}, bootstrapping from {} {}",
+                current.local_addr().port(),
+                plan.addrs.len(),
+                if plan.addrs.len() == 1 {
+                    "node"
+                } else {
+                    "nodes"
+                }
+            ));
+        }
         let found = tokio::time::timeout(BOOTSTRAP_TIMEOUT, current.find_self())
             .await
             .unwrap_or_default();
