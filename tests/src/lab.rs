@@ -886,6 +886,34 @@ impl Lab {
         self.nats.iter().find(|n| n.host == name).map(|n| n.kind)
     }
 
+    /// Makes the NAT router of `name` drop packets from its public side (`eth0`) that start a
+    /// new connection, to the router itself or towards its private side, as a home router does.
+    /// Hole punching needs it in a lab whose links have no delay: with plain masquerade the first
+    /// of two crossing packets creates a connection on the far router that takes the port, and
+    /// the other side's mapping moves to a random one.
+    ///
+    /// # Errors
+    ///
+    /// When the rules cannot be written or loaded (`nft`).
+    pub fn drop_unsolicited_inbound(&self, name: &str) -> Result<()> {
+        let router = self.nat_router(name);
+        let rules = r#"table ip wgmesh_lab_filter {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+    chain forward {
+        type filter hook forward priority 0; policy accept;
+        iifname "eth0" ct state new drop
+    }
+}
+"#;
+        let path = router.dir().join("filter.nft");
+        std::fs::write(&path, rules).with_context(|| format!("write {}", path.display()))?;
+        router.exec_ok("nft", &["-f", &path.to_string_lossy()])?;
+        Ok(())
+    }
+
     /// Turns forwarding and masquerading on in the router and gives the host its default
     /// route.
     fn set_up_nat(&self, nat: &Nat) -> Result<()> {

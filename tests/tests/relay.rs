@@ -214,28 +214,6 @@ fn a_relayed_pair_goes_direct_once_a_direct_path_exists() {
     );
 }
 
-/// Makes `router` drop packets from its public side that start a new connection, as a home
-/// router does (see tests/tests/rendezvous.rs: without it, crossing punches never meet in a lab
-/// whose links have no delay).
-fn filter_unsolicited(router: &Host) {
-    let rules = r#"table ip wgmesh_lab_filter {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        iifname "eth0" ct state new drop
-    }
-    chain forward {
-        type filter hook forward priority 0; policy accept;
-        iifname "eth0" ct state new drop
-    }
-}
-"#;
-    let path = router.dir().join("filter.nft");
-    std::fs::write(&path, rules).unwrap();
-    router
-        .exec_ok("nft", &["-f", path.to_str().unwrap()])
-        .unwrap();
-}
-
 /// Two hosts behind NATs of `kind` and a public introducer, with two STUN servers so the hosts
 /// learn their NAT type; LAN discovery off, the hosts know only the introducer (`--peer`). Waits
 /// until a and c both list each other with `want` as path (`relay` via the introducer, or
@@ -249,8 +227,8 @@ fn behind_nats(name: &str, kind: NatKind, extra: &[&str], want: &str) -> Duratio
         .nat_host("c", kind)
         .build()
         .unwrap();
-    filter_unsolicited(lab.nat_router("a"));
-    filter_unsolicited(lab.nat_router("c"));
+    lab.drop_unsolicited_inbound("a").unwrap();
+    lab.drop_unsolicited_inbound("c").unwrap();
     let mut stuns = Vec::new();
     let mut stun_args = Vec::new();
     for s in ["s1", "s2"] {

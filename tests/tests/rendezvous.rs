@@ -5,7 +5,7 @@
 //! other's router, not the introducer.
 //!
 //! The routers here also drop unsolicited packets from the public side, as home routers do
-//! ([`filter_unsolicited`]). That is what makes hole punching possible at all in a lab whose
+//! ([`Lab::drop_unsolicited_inbound`]). That is what makes hole punching possible at all in a lab whose
 //! links have no delay: with plain masquerade, the first of two crossing packets arrives before
 //! the other side has sent anything, creates an inbound conntrack entry on that router that holds
 //! the port, and the other side's outbound flow then leaves from a random port, so neither
@@ -47,27 +47,6 @@ fn nat_lab(test: &str) -> LabBuilder {
         .nat_host("b", NatKind::Cone)
 }
 
-/// Makes `router` drop packets from its public side (`eth0`) that start a new connection, to
-/// the router itself or towards its private side, as a home router does.
-fn filter_unsolicited(router: &Host) {
-    let rules = r#"table ip wgmesh_lab_filter {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        iifname "eth0" ct state new drop
-    }
-    chain forward {
-        type filter hook forward priority 0; policy accept;
-        iifname "eth0" ct state new drop
-    }
-}
-"#;
-    let path = router.dir().join("filter.nft");
-    std::fs::write(&path, rules).unwrap();
-    router
-        .exec_ok("nft", &["-f", path.to_str().unwrap()])
-        .unwrap();
-}
-
 /// Makes `router` send what leaves from UDP port `port` from `port + 1` instead (for every
 /// destination: the mapping stays endpoint-independent), as a NAT does when another host behind
 /// it holds the port.
@@ -106,8 +85,8 @@ fn the_nat_routers_translate_outbound_and_drop_unsolicited_inbound() {
     let lab = nat_lab("rdv_natcheck").build().unwrap();
     let (intro, a, b) = (lab.host("intro"), lab.host("a"), lab.host("b"));
     let (ra, rb) = (lab.nat_router("a"), lab.nat_router("b"));
-    for router in [ra, rb] {
-        filter_unsolicited(router);
+    for name in ["a", "b"] {
+        lab.drop_unsolicited_inbound(name).unwrap();
     }
     let wait = Duration::from_secs(3);
     assert!(
@@ -294,8 +273,8 @@ fn two_hosts_behind_separate_nats_punch_a_direct_tunnel_through_an_introducer() 
         return;
     }
     let lab = nat_lab("rdv_punch").build().unwrap();
-    filter_unsolicited(lab.nat_router("a"));
-    filter_unsolicited(lab.nat_router("b"));
+    lab.drop_unsolicited_inbound("a").unwrap();
+    lab.drop_unsolicited_inbound("b").unwrap();
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&labnode_exe!(), &secret).unwrap();
     let run = punch_through(&lab, &secret);
@@ -318,9 +297,9 @@ fn rendezvous_punches_through_nats_that_move_the_exchange_port() {
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&labnode_exe!(), &secret).unwrap();
     let port = gossip_port(&secret);
-    for router in [lab.nat_router("a"), lab.nat_router("b")] {
-        filter_unsolicited(router);
-        shift_port(router, port);
+    for name in ["a", "b"] {
+        lab.drop_unsolicited_inbound(name).unwrap();
+        shift_port(lab.nat_router(name), port);
     }
     let run = punch_through(&lab, &secret);
     for router in [lab.nat_router("a"), lab.nat_router("b")] {
@@ -349,8 +328,8 @@ fn without_rendezvous_the_nated_hosts_get_no_direct_tunnel() {
         return;
     }
     let lab = nat_lab("rdv_off").build().unwrap();
-    filter_unsolicited(lab.nat_router("a"));
-    filter_unsolicited(lab.nat_router("b"));
+    lab.drop_unsolicited_inbound("a").unwrap();
+    lab.drop_unsolicited_inbound("b").unwrap();
     let secret = lab.dir().join("mesh.secret");
     daemon::write_secret(&labnode_exe!(), &secret).unwrap();
     let d = start(&lab, &secret, &["--no-punching"]);
