@@ -19,6 +19,7 @@
 //! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
 //! - `events`, `metrics` (feature `runtime`): the event bus behind `GET /v1/events` and the
 //!   Prometheus counters behind `GET /metrics`.
+//! - `service` (feature `runtime`): the systemd unit, install/uninstall plan, notify decisions. Pure.
 //! - `daemon`: the lifecycle that wires all of it together.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
@@ -56,6 +57,8 @@ pub mod metrics;
 pub mod node;
 #[cfg(feature = "runtime")]
 pub mod peers;
+#[cfg(feature = "runtime")]
+pub mod service;
 #[cfg(feature = "runtime")]
 pub mod status;
 #[cfg(feature = "runtime")]
