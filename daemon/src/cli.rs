@@ -28,7 +28,7 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
     name = "wgmeshd",
     version,
     propagate_version = true,
-    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  RUST_LOG            fine-grained log directives on top of --log-level, which win for the targets they name (e.g. wgmeshd::discovery=debug)"
+    after_help = "Environment:\n  WGMESH_SECRET       the mesh secret (when --secret/--secret-file are absent)\n  WGMESH_SECRET_FILE  file holding the mesh secret (after WGMESH_SECRET)\n  CREDENTIALS_DIRECTORY  systemd's credentials: the file `secret` there is the mesh secret (last)\n  RUST_LOG            fine-grained log directives on top of --log-level, which win for the targets they name (e.g. wgmeshd::discovery=debug)"
 )]
 pub struct Cli {
     /// Log verbosity: debug, info, warn (or warning), error.

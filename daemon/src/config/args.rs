@@ -10,7 +10,8 @@ use clap::Args;
 use super::{MeshSecret, SecretError, SecretOrigin, resolve_secret};
 
 /// Where the mesh secret comes from. The first one given wins, in this order: `--secret`,
-/// `--secret-file`, env `WGMESH_SECRET`, env `WGMESH_SECRET_FILE`. `Debug` never shows the value.
+/// `--secret-file`, env `WGMESH_SECRET`, env `WGMESH_SECRET_FILE`, the systemd credential
+/// `$CREDENTIALS_DIRECTORY/secret`. `Debug` never shows the value.
 #[derive(Clone, Default, Args)]
 pub struct SecretArgs {
     /// Mesh secret, raw or wgmesh://v1/<secret>. Other users can see it in the process list:
@@ -52,7 +53,9 @@ pub fn secret_advice(secret: &MeshSecret) -> Vec<String> {
             "--secret is visible to other users in the process list; prefer --secret-file or WGMESH_SECRET_FILE"
                 .to_owned(),
         ],
-        SecretOrigin::File(path) | SecretOrigin::EnvFile(path) => std::fs::metadata(path)
+        SecretOrigin::File(path)
+        | SecretOrigin::EnvFile(path)
+        | SecretOrigin::Credential(path) => std::fs::metadata(path)
             .ok()
             .map(|m| m.permissions().mode() & 0o777)
             .filter(|mode| mode & 0o077 != 0)

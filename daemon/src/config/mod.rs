@@ -22,7 +22,7 @@ pub use reload::{
     ReloadSettings, apply_reload, describe_changes, plan_reload, reload_file_path, validate_reload,
 };
 pub use secret::{
-    MIN_SECRET_LEN, MeshSecret, SECRET_ENV, SECRET_FILE_ENV, SecretError, SecretOrigin, URI_PREFIX,
-    resolve_secret,
+    CREDENTIALS_DIRECTORY_ENV, MIN_SECRET_LEN, MeshSecret, SECRET_CREDENTIAL, SECRET_ENV,
+    SECRET_FILE_ENV, SecretError, SecretOrigin, URI_PREFIX, resolve_secret,
 };
 pub use subnet::{MeshSubnet, SubnetError};

@@ -18,6 +18,10 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub const SECRET_ENV: &str = "WGMESH_SECRET";
 /// Environment variable naming a file that holds the secret.
 pub const SECRET_FILE_ENV: &str = "WGMESH_SECRET_FILE";
+/// Environment variable systemd sets to the directory of the service's credentials.
+pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// Name of the credential holding the secret (`LoadCredential=secret:/etc/wgmesh/secret`).
+pub const SECRET_CREDENTIAL: &str = "secret";
 /// Number of random bytes in a generated secret (Go `GenerateSecret`).
 const GENERATED_SECRET_BYTES: usize = 128;
 
@@ -41,7 +45,7 @@ impl Drop for MeshSecret {
 pub enum SecretError {
     /// Nothing was given anywhere.
     #[error(
-        "no mesh secret given: pass --secret-file PATH (or --secret), or set {SECRET_FILE_ENV} or {SECRET_ENV}"
+        "no mesh secret given: pass --secret-file PATH (or --secret), or set {SECRET_FILE_ENV} or {SECRET_ENV} (under systemd: the credential {SECRET_CREDENTIAL})"
     )]
     Missing,
     /// Shorter than the minimum after URI stripping.
@@ -81,6 +85,8 @@ pub enum SecretOrigin {
     Env,
     /// A file named by `WGMESH_SECRET_FILE`.
     EnvFile(PathBuf),
+    /// The systemd credential `secret`: `$CREDENTIALS_DIRECTORY/secret`.
+    Credential(PathBuf),
     /// A value handed over directly by code (tests, API).
     Literal,
 }
@@ -92,6 +98,11 @@ impl fmt::Display for SecretOrigin {
             Self::File(p) => write!(f, "--secret-file {}", p.display()),
             Self::Env => f.write_str(SECRET_ENV),
             Self::EnvFile(p) => write!(f, "{SECRET_FILE_ENV} ({})", p.display()),
+            Self::Credential(p) => write!(
+                f,
+                "systemd credential {SECRET_CREDENTIAL} ({})",
+                p.display()
+            ),
             Self::Literal => f.write_str("the given value"),
         }
     }
@@ -171,8 +182,10 @@ impl fmt::Debug for MeshSecret {
 }
 
 /// Picks the secret from the first source that is set, in this order: `--secret`,
-/// `--secret-file`, env `WGMESH_SECRET`, env `WGMESH_SECRET_FILE`. `env` looks up an environment
-/// variable (injected so tests do not touch the process environment). File contents are trimmed.
+/// `--secret-file`, env `WGMESH_SECRET`, env `WGMESH_SECRET_FILE`, and the systemd credential
+/// `$CREDENTIALS_DIRECTORY/secret` (what `wgmesh.service` hands over with `LoadCredential=`).
+/// `env` looks up an environment variable (injected so tests do not touch the process
+/// environment). File contents are trimmed.
 pub fn resolve_secret(
     flag: Option<&str>,
     file_flag: Option<&Path>,
@@ -190,6 +203,10 @@ pub fn resolve_secret(
     if let Some(path) = env(SECRET_FILE_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         return read_secret_file(&path, SecretOrigin::EnvFile(path.clone()));
+    }
+    if let Some(dir) = env(CREDENTIALS_DIRECTORY_ENV).filter(|v| !v.is_empty()) {
+        let path = Path::new(&dir).join(SECRET_CREDENTIAL);
+        return read_secret_file(&path, SecretOrigin::Credential(path.clone()));
     }
     Err(SecretError::Missing)
 }
@@ -313,6 +330,40 @@ mod tests {
             "from-env-file-0123456789"
         );
         assert_eq!(got(None, None, &|_| None), Err(SecretError::Missing));
+    }
+
+    #[test]
+    fn systemd_credential_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let cred = dir.path().join(SECRET_CREDENTIAL);
+        std::fs::write(&cred, "  from-credential \"$x\" 100%\n").unwrap();
+        let creds = dir.path().to_string_lossy().into_owned();
+        let only_creds = |k: &str| (k == CREDENTIALS_DIRECTORY_ENV).then(|| creds.clone());
+        let s = resolve_secret(None, None, only_creds).unwrap();
+        assert_eq!(s.expose(), "from-credential \"$x\" 100%");
+        assert_eq!(s.origin(), &SecretOrigin::Credential(cred.clone()));
+        // Every other source wins over it.
+        let with_env = |k: &str| match k {
+            SECRET_ENV => Some("from-env-0123456789".to_owned()),
+            _ => only_creds(k),
+        };
+        assert_eq!(
+            resolve_secret(None, None, with_env).unwrap().expose(),
+            "from-env-0123456789"
+        );
+        // A credential directory without the secret names the path; a short one is refused with
+        // the origin and without the value.
+        let empty = tempfile::tempdir().unwrap();
+        let empty_dir = empty.path().to_string_lossy().into_owned();
+        let e = resolve_secret(None, None, |k: &str| {
+            (k == CREDENTIALS_DIRECTORY_ENV).then(|| empty_dir.clone())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains(&empty_dir), "{e}");
+        std::fs::write(&cred, "tiny-value\n").unwrap();
+        let e = resolve_secret(None, None, only_creds).unwrap_err();
+        assert!(e.to_string().contains("systemd credential secret"), "{e}");
+        assert!(!e.to_string().contains("tiny-value"), "{e}");
     }
 
     #[test]
