@@ -17,6 +17,7 @@
 
 mod control;
 mod host_changes;
+mod notify;
 mod observe;
 mod reload;
 mod tasks;

@@ -20,6 +20,7 @@
 //! | `control` | restart | carries out the API's write requests (reload, cache flush) and SIGHUP reloads |
 //! | `api` | critical | serves the control API |
 //! | `metrics` | restart | serves `GET /metrics` on TCP (only with `--metrics-listen`) |
+//! | `systemd-notify` | restart, layer `systemd` | READY / WATCHDOG / STATUS / STOPPING to `$NOTIFY_SOCKET` (only under systemd) ([`notify`](super::notify)) |
 //!
 //! One [`EventBus`] and one [`Metrics`] serve them all: the registry's observer publishes task and
 //! layer changes, the reconcile loop its passes, the `status` task peer events, the `control`
@@ -600,6 +601,8 @@ impl Node {
             tokio::time::Instant::now(),
             None,
         ));
+        // --- systemd notify (layer `systemd`): after the reconcile passes, reads the snapshots.
+        super::notify::spawn(sup, reconciled.clone(), snapshots.clone());
         let status = Arc::new(StatusTask {
             wg,
             store: self.store.clone(),

@@ -3,7 +3,8 @@
 //! - `READY=1` once, after the first reconcile pass (the interface is up by then and the pass has
 //!   put the cached peers on the device);
 //! - `WATCHDOG=1` every half watchdog period, but only while the reconcile loop completed a pass
-//!   within the period: a stuck loop stops the pings, and systemd restarts the daemon at most two
+//!   within the period (or within a floor above the loop's own interval, for periods shorter
+//!   than that): a stuck loop stops the pings, and systemd restarts the daemon at most two
 //!   periods after its last pass;
 //! - `STATUS=` a one-line summary whenever it changes;
 //! - `STOPPING=1` when shutdown begins.
@@ -126,16 +127,21 @@ pub struct Observation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notifier {
     watchdog: Option<Duration>,
+    /// How old the last pass may be for a ping: the period, at least the floor.
+    stale_after: Duration,
     ready: bool,
     status: Option<String>,
     last_ping: Option<Instant>,
 }
 
 impl Notifier {
-    /// A notifier for a service with this watchdog period (`None`: no watchdog).
-    pub fn new(watchdog: Option<Duration>) -> Self {
+    /// A notifier for a service with this watchdog period (`None`: no watchdog). A pass older
+    /// than the period, or than `floor` when that is longer, stops the pings (`floor`: a few
+    /// reconcile intervals, so a period shorter than the loop's interval does not look stuck).
+    pub fn new(watchdog: Option<Duration>, floor: Duration) -> Self {
         Self {
             watchdog,
+            stale_after: watchdog.map_or(floor, |w| w.max(floor)),
             ready: false,
             status: None,
             last_ping: None,
@@ -145,6 +151,14 @@ impl Notifier {
     /// How often pings are due: half the watchdog period.
     pub fn ping_interval(&self) -> Option<Duration> {
         self.watchdog.map(|w| w / 2)
+    }
+
+    /// When to look again at the latest (besides every reconcile pass): when the next ping is
+    /// due, or a quarter period from `now` while pings are held back; `None` without watchdog.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let period = self.watchdog?;
+        let due = self.last_ping.map_or(now, |t| t + period / 2);
+        Some(if due > now { due } else { now + period / 4 })
     }
 
     /// The messages `obs` calls for (in the order to send them), remembering what was sent.
@@ -162,7 +176,7 @@ impl Notifier {
             out.push(Message::Status(obs.status.clone()));
         }
         if let Some(period) = self.watchdog {
-            let fresh = obs.now.saturating_duration_since(last_pass) <= period;
+            let fresh = obs.now.saturating_duration_since(last_pass) <= self.stale_after;
             let due = self
                 .last_ping
                 .is_none_or(|t| obs.now.saturating_duration_since(t) >= period / 2);
@@ -219,17 +233,41 @@ mod tests {
                 vec![Watchdog],
             ),
         ];
-        let mut n = Notifier::new(Some(Duration::from_secs(30)));
+        let mut n = Notifier::new(Some(Duration::from_secs(30)), Duration::from_secs(15));
         assert_eq!(n.ping_interval(), Some(Duration::from_secs(15)));
+        assert_eq!(n.next_wake(s(0)), Some(s(0) + Duration::from_millis(7500)));
         for (name, o, want) in steps {
             assert_eq!(n.step(&o), want, "{name}");
         }
+        assert_eq!(n.next_wake(s(72)), Some(s(86)), "next ping due");
+        assert_eq!(
+            n.next_wake(s(90)),
+            Some(s(90) + Duration::from_millis(7500))
+        );
+    }
+
+    #[test]
+    fn a_short_period_pings_between_passes_until_the_floor() {
+        let t0 = Instant::now();
+        let ms = |x: u64| t0 + Duration::from_millis(x);
+        let mut n = Notifier::new(Some(Duration::from_secs(2)), Duration::from_secs(15));
+        let at = |now: u64, pass: u64| Observation {
+            now: ms(now),
+            last_pass: Some(ms(pass)),
+            status: "s".into(),
+        };
+        assert!(n.step(&at(0, 0)).contains(&Message::Watchdog));
+        // Passes every 5 s, pings every second in between.
+        for now in [1000, 2000, 3000, 4000, 6000, 14_000] {
+            assert_eq!(n.step(&at(now, 0)), [Message::Watchdog], "{now} ms");
+        }
+        assert_eq!(n.step(&at(15_001, 0)), [], "pass older than the floor");
     }
 
     #[test]
     fn without_watchdog_only_ready_and_status() {
         let t0 = Instant::now();
-        let mut n = Notifier::new(None);
+        let mut n = Notifier::new(None, Duration::from_secs(15));
         let o = Observation {
             now: t0,
             last_pass: Some(t0),
@@ -238,6 +276,7 @@ mod tests {
         assert_eq!(n.step(&o), [Message::Ready, Message::Status("x".into())]);
         assert_eq!(n.step(&o), []);
         assert_eq!(n.ping_interval(), None);
+        assert_eq!(n.next_wake(t0), None);
     }
 
     #[test]

@@ -3,4 +3,5 @@
 pub mod dht;
 pub mod fs;
 pub mod net;
+pub mod notify;
 pub mod wg;
