@@ -1,6 +1,8 @@
 //! Command line of `wgmeshd`. Parsing is clap's; each command is a function returning an exit
 //! status, so `main` only wires things up.
 
+mod service;
+
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -53,6 +55,15 @@ pub enum Command {
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
     Identity(IdentityArgs),
+    /// Install wgmeshd as the systemd service wgmesh.service running `join` with the given join
+    /// options: writes /etc/systemd/system/wgmesh.service (0644) and the secret to
+    /// /etc/wgmesh/secret (0600; the unit hands it over as a systemd credential, never on a
+    /// command line), then enables and starts it. Re-running with the same options changes
+    /// nothing; other options rewrite the unit and restart the service.
+    InstallService(Box<service::InstallServiceArgs>),
+    /// Stop, disable and remove wgmesh.service and /etc/wgmesh/secret (what install-service
+    /// wrote). The state directory /var/lib/wgmesh is kept.
+    UninstallService(service::UninstallServiceArgs),
 }
 
 /// Options of `wgmeshd identity`.
@@ -190,7 +201,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = Cli::parse_from(args);
+    let cli = parse_cli(args);
     let log_control = crate::logging::init(cli.log_level, cli.log_format);
     match run(cli, log_control) {
         Ok(code) => code,
@@ -199,6 +210,25 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line like [`Cli::parse_from`] (exiting with clap's message on an error),
+/// and rebuilds the `join` words of `install-service` from what was given.
+pub fn parse_cli<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let mut command = Cli::command();
+    let matches = command.clone().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    if let Command::InstallService(install) = &mut cli.command
+        && let Err(e) = service::fill_exec_args(install, &matches)
+    {
+        command.error(clap::error::ErrorKind::InvalidUtf8, e).exit();
+    }
+    cli
 }
 
 /// Runs the parsed command line; `log_control` is the running log filter (from
@@ -211,6 +241,8 @@ pub fn run(cli: Cli, log_control: Option<LogControl>) -> anyhow::Result<ExitCode
     match cli.command {
         Command::Join(args) => join_cmd(*args, cli.log_level, log_control),
         Command::Identity(args) => identity_cmd(&args),
+        Command::InstallService(args) => service::install_cmd(&args),
+        Command::UninstallService(args) => service::uninstall_cmd(&args),
     }
 }
 

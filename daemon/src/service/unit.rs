@@ -50,6 +50,10 @@ pub enum UnitError {
     /// `ReadWritePaths=` takes absolute paths.
     #[error("the directory {0} is not absolute")]
     RelativeDir(PathBuf),
+    /// `ReadWritePaths=` cannot carry a `$` (not expanded there, so not escapable the same way)
+    /// or a control character.
+    #[error("the directory {0:?} contains `$` or a control character; choose another path")]
+    UnsupportedDir(PathBuf),
 }
 
 fn utf8(path: &Path) -> Result<&str, UnitError> {
@@ -163,7 +167,11 @@ pub fn render_unit(spec: &UnitSpec) -> Result<String, UnitError> {
         if !dir.is_absolute() {
             return Err(UnitError::RelativeDir(dir.clone()));
         }
-        writable.push(quote_word(utf8(dir)?));
+        let text = utf8(dir)?;
+        if text.chars().any(|c| c == '$' || c.is_control()) {
+            return Err(UnitError::UnsupportedDir(dir.clone()));
+        }
+        writable.push(quote_word(text));
     }
 
     let mut u = String::new();
@@ -297,6 +305,11 @@ mod tests {
         let mut s = spec(&[]);
         s.writable = vec![PathBuf::from("state")];
         assert_eq!(render_unit(&s), Err(UnitError::RelativeDir("state".into())));
+        s.writable = vec![PathBuf::from("/srv/$x")];
+        assert_eq!(
+            render_unit(&s),
+            Err(UnitError::UnsupportedDir("/srv/$x".into()))
+        );
     }
 
     #[test]

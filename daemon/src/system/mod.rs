@@ -4,4 +4,5 @@ pub mod dht;
 pub mod fs;
 pub mod net;
 pub mod notify;
+pub mod service;
 pub mod wg;
