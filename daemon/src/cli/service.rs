@@ -325,3 +325,95 @@ fn step_path(step: &Step) -> &Path {
         | Step::Conflict { path, .. } => path,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command, parse_cli};
+    use crate::service::escape::tests::split_systemd;
+    use crate::service::unit::{UnitSpec, render_unit};
+
+    fn install(args: &[&str]) -> super::InstallServiceArgs {
+        let argv = ["wgmeshd", "install-service"].iter().chain(args);
+        match parse_cli(argv).command {
+            Command::InstallService(a) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The unit's ExecStart, split the way systemd splits it, parses as `join` to the same
+    /// options install-service parsed (minus the secret), for every kind of flag.
+    #[test]
+    fn exec_start_parses_back_to_the_same_join_options() {
+        let flags: &[&[&str]] = &[
+            &[],
+            &[
+                "--secret",
+                "not-in-the-unit-0123456789",
+                "--interface",
+                "wg3",
+            ],
+            &[
+                "--secret-file=/etc/x",
+                "--socket-path",
+                "/run/a b/s.sock",
+                "--advertise-routes",
+                "10.1.0.0/24,fd10::/64",
+                "--advertise-routes=10.2.0.0/24",
+                "--peer",
+                "192.0.2.1:51821",
+                "--peer",
+                "192.0.2.2:51821",
+                "--no-dht",
+                "--gossip",
+                "--privacy",
+                "--state-dir",
+                "/srv/\"q\" $x %i",
+                "--metrics",
+                "127.0.0.1:9586",
+                "--wg-backend",
+                "userspace",
+            ],
+        ];
+        for flags in flags {
+            let args = install(flags);
+            assert!(
+                !args.exec_args.iter().any(|a| a.contains("secret")),
+                "{:?}",
+                args.exec_args
+            );
+            let unit = render_unit(&UnitSpec {
+                binary: "/usr/bin/wgmeshd".into(),
+                join_args: args.exec_args.clone(),
+                writable: Vec::new(),
+            })
+            .unwrap();
+            let exec = unit
+                .lines()
+                .find_map(|l| l.strip_prefix("ExecStart="))
+                .unwrap();
+            let mut argv = split_systemd(exec).unwrap();
+            argv[0] = "wgmeshd".to_owned();
+            let join = match <Cli as clap::Parser>::try_parse_from(&argv)
+                .unwrap()
+                .command
+            {
+                Command::Join(j) => *j,
+                other => panic!("{other:?}"),
+            };
+            let mut want = args.join;
+            want.secret = Default::default();
+            assert_eq!(format!("{join:?}"), format!("{want:?}"), "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn log_options_before_or_after_the_subcommand_reach_the_unit() {
+        let after = install(&["--log-level", "debug"]);
+        assert_eq!(after.exec_args, ["--log-level", "debug"]);
+        let before = parse_cli(["wgmeshd", "--log-format", "json", "install-service"]);
+        let Command::InstallService(a) = before.command else {
+            panic!()
+        };
+        assert_eq!(a.exec_args, ["--log-format", "json"]);
+    }
+}
