@@ -107,11 +107,47 @@ impl Daemon {
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::spawn(exe, host, Some(secret_file), extra_args, envs)
+    }
+
+    /// [`Daemon::start`] without `--secret-file`: the daemon reads its secret as systemd would
+    /// hand it over, from the credential `secret` in `credentials_dir` (`CREDENTIALS_DIRECTORY`).
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be started.
+    pub fn start_with_credential(
+        exe: &Exe,
+        host: &Host,
+        credentials_dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let dir = credentials_dir
+            .to_str()
+            .context("credentials dir is not UTF-8")?;
+        Self::spawn(
+            exe,
+            host,
+            None,
+            extra_args,
+            &[("CREDENTIALS_DIRECTORY", dir)],
+        )
+    }
+
+    fn spawn(
+        exe: &Exe,
+        host: &Host,
+        secret_file: Option<&Path>,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
+        let secret_args = secret_file
+            .map(|f| vec![std::ffi::OsStr::new("--secret-file"), f.as_os_str()])
+            .unwrap_or_default();
         let process = exe
             .in_host(host, "wgmeshd")
             .args(["--log-level", "debug", "join", "--wg-backend", "userspace"])
-            .arg("--secret-file")
-            .arg(secret_file)
+            .args(secret_args)
             .arg("--state-dir")
             .arg(host.state_dir())
             .arg("--socket")
