@@ -33,15 +33,14 @@ pub struct SystemdNotify {
 }
 
 impl SystemdNotify {
-    /// The task for the notify socket `socket`, with the watchdog period from the environment.
+    /// The task for the notify socket `socket` with watchdog period `watchdog` (`None`: none).
     pub fn new(
         socket: NotifySocket,
+        watchdog: Option<Duration>,
         reconciled: watch::Receiver<Reconciled>,
         snapshots: Snapshots,
         layer: LayerHandle,
     ) -> Self {
-        let (usec, pid) = watchdog_env();
-        let watchdog = watchdog_period(usec.as_deref(), pid.as_deref(), std::process::id());
         tracing::info!(
             watchdog_ms = watchdog.map(|w| w.as_millis()),
             "systemd notify socket found: READY after the first reconcile pass"
@@ -171,7 +170,9 @@ pub fn spawn(
         }
         Ok(Some(socket)) => {
             let layer = sup.registry().layer("systemd", LayerState::Running);
-            let task = SystemdNotify::new(socket, reconciled, snapshots, layer.clone());
+            let (usec, pid) = watchdog_env();
+            let watchdog = watchdog_period(usec.as_deref(), pid.as_deref(), std::process::id());
+            let task = SystemdNotify::new(socket, watchdog, reconciled, snapshots, layer.clone());
             sup.spawn_restarting("systemd-notify", Some(layer), move |ctx| {
                 task.clone().run(ctx)
             });
@@ -182,5 +183,116 @@ pub fn spawn(
                 .layer("systemd", LayerState::Retrying)
                 .retrying(&e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::reconcile::PassSummary;
+    use crate::supervisor::{LayerState, Supervisor};
+    use tokio_util::sync::CancellationToken;
+
+    fn pass_at(ended: Instant) -> Reconciled {
+        Reconciled {
+            last_pass: Some(PassSummary {
+                ended,
+                duration: Duration::from_millis(1),
+                counts: Default::default(),
+                changed: false,
+            }),
+            ..Reconciled::default()
+        }
+    }
+
+    fn drain(sock: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    /// Under paused time: READY after the first pass, pings every 15 s while passes complete,
+    /// none once the loop is stuck for longer than the period, pings again when it recovers,
+    /// STOPPING at cancellation.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_reconcile_loop_stops_the_pings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let (pass_tx, passes) = watch::channel(Reconciled::default());
+        let (_status_tx, status) = watch::channel(wgmesh_api_types::Status::default());
+        let (_peers_tx, peers) = watch::channel(wgmesh_api_types::PeerList::default());
+        let snapshots = Snapshots::from_values(status, peers);
+        let cancel = CancellationToken::new();
+        let (sup, _fatal) = Supervisor::new(cancel.clone());
+        let layer = sup.registry().layer("systemd", LayerState::Running);
+        let socket = NotifySocket::open(path.to_str().unwrap()).unwrap();
+        let task = SystemdNotify::new(
+            socket,
+            Some(Duration::from_secs(30)),
+            passes,
+            snapshots,
+            layer,
+        );
+        let ctx = TaskContext {
+            cancel: cancel.clone(),
+        };
+        let handle = tokio::spawn(task.run(ctx));
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert!(drain(&rx).is_empty(), "nothing before the first pass");
+
+        pass_tx.send_replace(pass_at(Instant::now()));
+        settle().await;
+        let first = drain(&rx);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert!(first[0].starts_with("READY=1\nSTATUS="), "{first:?}");
+        assert!(first[0].ends_with("WATCHDOG=1"), "{first:?}");
+
+        // A healthy loop: a pass every 5 s, a ping every 15 s.
+        let mut pings = 0;
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            pass_tx.send_replace(pass_at(Instant::now()));
+            settle().await;
+            pings += drain(&rx).iter().filter(|d| *d == "WATCHDOG=1").count();
+        }
+        assert_eq!(pings, 2, "30 s of passes: pings at 15 s and 30 s");
+
+        // Stuck: no pass for 60 s. Pings go on only while the last pass is at most 30 s old.
+        let mut stuck = Vec::new();
+        for _ in 0..12 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            settle().await;
+            stuck.extend(drain(&rx));
+        }
+        assert!(
+            stuck.iter().filter(|d| *d == "WATCHDOG=1").count() <= 2,
+            "{stuck:?}"
+        );
+        let mut tail = Vec::new();
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            settle().await;
+            tail.extend(drain(&rx));
+        }
+        assert!(tail.is_empty(), "pings from a stuck loop: {tail:?}");
+
+        // Recovered.
+        pass_tx.send_replace(pass_at(Instant::now()));
+        settle().await;
+        assert_eq!(drain(&rx), ["WATCHDOG=1"]);
+
+        cancel.cancel();
+        handle.await.unwrap().unwrap();
+        assert_eq!(drain(&rx), ["STOPPING=1"]);
     }
 }
