@@ -129,6 +129,17 @@ pub fn fill_exec_args(args: &mut InstallServiceArgs, top: &ArgMatches) -> Result
     Ok(())
 }
 
+/// A file error, with the hint that matters when it is a permission error.
+fn with_hint(e: crate::system::fs::FsError) -> anyhow::Error {
+    let denied = e.source.kind() == std::io::ErrorKind::PermissionDenied;
+    let err = anyhow::Error::new(e);
+    if denied {
+        err.context("permission denied: run it as root (or with --root DIR for a directory tree)")
+    } else {
+        err
+    }
+}
+
 /// Where the files go: `--root` or `/`.
 fn root_of(root: Option<&Path>) -> &Path {
     root.unwrap_or(Path::new("/"))
@@ -201,7 +212,7 @@ pub fn install_cmd(args: &InstallServiceArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for step in &steps {
-        apply(step)?;
+        apply(step).map_err(with_hint)?;
         if step.changes() {
             writeln!(out, "{step}")?;
         }
@@ -281,7 +292,7 @@ pub fn uninstall_cmd(args: &UninstallServiceArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "ran systemctl disable --now {UNIT_NAME}")?;
     }
     for step in &steps {
-        match apply(step)? {
+        match apply(step).map_err(with_hint)? {
             Outcome::Done => writeln!(out, "{step}: done")?,
             Outcome::Absent => {}
             Outcome::KeptNotEmpty => {
