@@ -23,6 +23,9 @@ use crate::logging::{LogControl, LogFormat, LogLevel};
 /// How long the runtime waits for stuck blocking calls when the daemon exits.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
+// `wgmeshd man`: the manual page, for packagers.
+mod man;
+
 /// wgmeshd: decentralized WireGuard mesh daemon. Every machine that knows the same secret joins
 /// the same mesh; there is no coordination server.
 #[derive(Debug, Parser)]
@@ -52,6 +55,9 @@ pub enum Command {
     /// cleanly (a second signal exits at once); SIGHUP re-reads the reload file
     /// `<state-dir>/<iface>.reload` (advertise-routes, log-level).
     Join(Box<JoinArgs>),
+    /// Print the manual page wgmeshd(1) in roff (for packagers: `wgmeshd man > wgmeshd.1`).
+    #[command(hide = true)]
+    Man,
     /// Show this node's identity in a mesh (public key, mesh IPv4/IPv6), creating the key pair
     /// and state file on first use. Useful to learn a node's mesh address before it joins.
     Identity(IdentityArgs),
@@ -240,6 +246,7 @@ where
 pub fn run(cli: Cli, log_control: Option<LogControl>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Join(args) => join_cmd(*args, cli.log_level, log_control),
+        Command::Man => man::man_cmd(),
         Command::Identity(args) => identity_cmd(&args),
         Command::InstallService(args) => service::install_cmd(&args),
         Command::UninstallService(args) => service::uninstall_cmd(&args),
