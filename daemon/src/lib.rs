@@ -19,6 +19,8 @@
 //! - `api` (feature `runtime`): the control API (JSON over a unix socket); reads published snapshots.
 //! - `events`, `metrics` (feature `runtime`): the event bus behind `GET /v1/events` and the
 //!   Prometheus counters behind `GET /metrics`.
+//! - `uapi` (feature `runtime`): the read-only WireGuard UAPI socket, so `wg show` sees the
+//!   embedded device.
 //! - `daemon`: the lifecycle that wires all of it together.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
@@ -62,3 +64,5 @@ pub mod status;
 pub mod supervisor;
 #[cfg(feature = "runtime")]
 pub mod system;
+#[cfg(feature = "runtime")]
+pub mod uapi;

@@ -3,4 +3,5 @@
 pub mod dht;
 pub mod fs;
 pub mod net;
+pub mod uapi;
 pub mod wg;
