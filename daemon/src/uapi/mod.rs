@@ -8,7 +8,8 @@
 //! device holds at that moment, handshakes and counters included.
 //!
 //! - **Root only.** The socket is `0600` in a directory created `0700`, and every connection's
-//!   uid (`SO_PEERCRED`) must be 0; anyone else gets `errno=-13` and the connection closes.
+//!   uid (`SO_PEERCRED`) must be 0; anyone else gets `errno=-13` (EACCES) for its first request,
+//!   without the device being read, and the connection closes.
 //! - **The private key is in the answer**, as kernel WireGuard gives it to root over netlink:
 //!   `wg` needs it to print the interface's public key (it shows the private key itself as
 //!   "(hidden)"), and `wg showconf` prints it. Only root can ask, and root can read it from the
@@ -74,6 +75,15 @@ pub struct UapiServer<W> {
     pub counters: LayerCounters,
 }
 
+/// Who is on a connection, by its `SO_PEERCRED` uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// uid 0: served.
+    Root,
+    /// Anyone else (`None`: the kernel could not tell): refused.
+    Other(Option<u32>),
+}
+
 /// How one read of a request line ended.
 enum Line {
     /// A whole line (in the buffer, newline removed).
@@ -115,19 +125,16 @@ impl<W: WireGuard + 'static> UapiServer<W> {
                             format!("accept on the UAPI socket {path}: {e}"),
                         )),
                     };
-                    if uid != Some(0) {
-                        self.counters.dropped("not_root");
-                        tracing::debug!(?uid, "UAPI: refused a caller that is not root");
-                        // Best effort, without waiting: the caller may read why.
-                        let _ = stream.try_write(error_answer(ACCESS_DENIED).as_bytes());
-                        continue;
-                    }
                     if connections.len() >= MAX_CONNECTIONS {
                         self.counters.dropped("busy");
                         tracing::debug!(limit = MAX_CONNECTIONS, "UAPI: too many connections; closed one");
                         continue;
                     }
-                    connections.spawn(self.clone().serve(stream));
+                    // A caller that is not root is answered EACCES once its request is in (an
+                    // answer before that would meet a client still writing, killing it with
+                    // SIGPIPE instead of telling it why); nothing is read from the device for it.
+                    let caller = if uid == Some(0) { Caller::Root } else { Caller::Other(uid) };
+                    connections.spawn(self.clone().serve(stream, caller));
                 }
             }
         };
@@ -137,8 +144,8 @@ impl<W: WireGuard + 'static> UapiServer<W> {
     }
 
     /// One connection, bounded by [`CONNECTION_TIMEOUT`].
-    async fn serve(self: Arc<Self>, stream: UnixStream) {
-        match tokio::time::timeout(CONNECTION_TIMEOUT, self.converse(stream)).await {
+    async fn serve(self: Arc<Self>, stream: UnixStream, caller: Caller) {
+        match tokio::time::timeout(CONNECTION_TIMEOUT, self.converse(stream, caller)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "UAPI connection failed"),
             Err(_) => {
@@ -151,7 +158,7 @@ impl<W: WireGuard + 'static> UapiServer<W> {
         }
     }
 
-    async fn converse(&self, stream: UnixStream) -> io::Result<()> {
+    async fn converse(&self, stream: UnixStream, caller: Caller) -> io::Result<()> {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let mut decoder = Decoder::new();
@@ -169,8 +176,19 @@ impl<W: WireGuard + 'static> UapiServer<W> {
                     return Ok(());
                 }
             };
+            if step == Step::More {
+                continue;
+            }
+            if let Caller::Other(uid) = caller {
+                self.counters.dropped("not_root");
+                tracing::debug!(?uid, "UAPI: refused a caller that is not root");
+                write
+                    .write_all(error_answer(ACCESS_DENIED).as_bytes())
+                    .await?;
+                return Ok(());
+            }
             match step {
-                Step::More => continue,
+                Step::More => {}
                 Step::Get => {
                     let answer = match self.wg.read().await {
                         Ok(device) => get_answer(&device, Some(&self.private_key)),

@@ -301,3 +301,42 @@ async fn a_live_socket_of_another_process_is_not_taken_over() {
     h.cancel.cancel();
     h.run.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_caller_that_is_not_root_gets_eacces_and_nothing_of_the_device() {
+    let wg = device().await;
+    // The next read fails: if the server read the device for a refused caller, it would use it up.
+    wg.fail_reads(1);
+    let server = Arc::new(UapiServer {
+        dir: PathBuf::from("/nonexistent"),
+        iface: "wg9".to_owned(),
+        wg: wg.clone(),
+        private_key: Arc::new(PrivateKey::from_bytes([7; 32])),
+        layer: Registry::default().layer("uapi", LayerState::Running),
+        counters: LayerCounters::default(),
+    });
+    for (name, request) in [
+        ("get", b"get=1\n\n".as_slice()),
+        ("set", b"set=1\nlisten_port=9\n\n"),
+        ("garbage", b"hello\n"),
+    ] {
+        let (mut client, conn) = UnixStream::pair().unwrap();
+        let serving = tokio::spawn(server.clone().serve(conn, Caller::Other(Some(65534))));
+        assert_eq!(
+            exchange(&mut client, request, 1).await,
+            "errno=-13\n\n",
+            "{name}"
+        );
+        assert!(closed(&mut client).await, "{name}");
+        serving.await.unwrap();
+    }
+    // Just connecting and leaving (as `wg` does to probe for the socket) is not a refusal.
+    let (client, conn) = UnixStream::pair().unwrap();
+    drop(client);
+    server.clone().serve(conn, Caller::Other(None)).await;
+    assert_eq!(server.counters.drops().get("not_root"), Some(&3));
+    assert!(
+        wg.read().await.is_err(),
+        "the device was read for a caller that is not root"
+    );
+}
