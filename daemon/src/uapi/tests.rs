@@ -81,14 +81,18 @@ async fn start() -> Harness {
 /// Sends `request` and reads until the server closes or `answers` empty-line terminators came.
 async fn exchange(stream: &mut UnixStream, request: &[u8], answers: usize) -> String {
     stream.write_all(request).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while got.windows(2).filter(|w| w == b"\n\n").count() < answers {
+    let mut got: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut seen = 0;
+    while seen < answers {
         let n = stream.read(&mut buf).await.unwrap();
         if n == 0 {
             break;
         }
+        // Only the new bytes (and the one before them) can complete a terminator.
+        let from = got.len().saturating_sub(1);
         got.extend_from_slice(&buf[..n]);
+        seen += got[from..].windows(2).filter(|w| w == b"\n\n").count();
     }
     String::from_utf8(got).unwrap()
 }
@@ -339,4 +343,61 @@ async fn a_caller_that_is_not_root_gets_eacces_and_nothing_of_the_device() {
         wg.read().await.is_err(),
         "the device was read for a caller that is not root"
     );
+}
+
+/// Prints what a `get` costs on top of the device read with 1000 peers (formatting and the
+/// socket; the fake's read is a copy). Asserts only the answer's shape.
+#[tokio::test]
+async fn a_get_with_1000_peers_measured() {
+    let wg = Arc::new(FakeWireGuard::new("wg9"));
+    let add = (0..1000u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            let mut key = [0x11; 32];
+            key[..2].copy_from_slice(&[hi, lo]);
+            PeerConfig {
+                public_key: PublicKey(key),
+                endpoint: Some(std::net::SocketAddr::from(([192, 168, hi, lo], 51820))),
+                preshared_key: Some(PresharedKey([3; 32])),
+                keepalive: Some(25),
+                allowed_ips: vec![
+                    format!("10.{hi}.{lo}.1/32").parse().unwrap(),
+                    format!("fd00::{hi:x}:{lo:x}/128").parse().unwrap(),
+                ],
+            }
+        })
+        .collect();
+    wg.apply(DeviceUpdate {
+        private_key: Some(Arc::new(PrivateKey::from_bytes([7; 32]))),
+        listen_port: Some(51820),
+        add,
+        ..DeviceUpdate::default()
+    })
+    .await
+    .unwrap();
+    let h = start_in(tempfile::tempdir().unwrap(), wg).await;
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let mut s = UnixStream::connect(&h.path).await.unwrap();
+        let answer = exchange(&mut s, b"get=1\n\n", 1).await;
+        times.push(started.elapsed());
+        assert_eq!(answer.matches("\npublic_key=").count(), 1000);
+        assert!(answer.ends_with("errno=0\n\n"));
+        size = answer.len();
+    }
+    times.sort();
+    println!(
+        "UAPI get with 1000 peers (fake device, {} build): {size} bytes, median {:?}, max {:?}",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    h.cancel.cancel();
+    h.run.await.unwrap().unwrap();
 }
