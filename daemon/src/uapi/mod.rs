@@ -116,7 +116,13 @@ impl<W: WireGuard + 'static> UapiServer<W> {
         let result = loop {
             tokio::select! {
                 () = cancel.cancelled() => break Ok(()),
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(e) = ended
+                        && e.is_panic()
+                    {
+                        tracing::error!(error = %e, "a UAPI connection panicked; the server goes on");
+                    }
+                }
                 accepted = listener.accept() => {
                     let (stream, uid) = match accepted {
                         Ok(accepted) => accepted,
