@@ -174,6 +174,18 @@ fn wg_show_reads_the_embedded_device_through_a_root_only_read_only_socket() {
     let others: BTreeSet<String> = statuses[1..].iter().map(|s| s.public_key.clone()).collect();
     assert_eq!(dumped_peers, others);
 
+    // --- wg showconf: a configuration that would rebuild the device.
+    let conf = wg(a, &["showconf", "wg0"]);
+    assert!(
+        conf.contains(&format!(
+            "PrivateKey = {}",
+            state["wg_private_key"].as_str().unwrap()
+        )),
+        "showconf lacks the node's private key"
+    );
+    assert!(conf.contains(&format!("ListenPort = {}", status_a.listen_port)));
+    assert_eq!(conf.matches("[Peer]").count(), 2);
+
     // --- wg show wg0 peers, and `wg show` lists the interface among all of them.
     let peers: BTreeSet<String> = wg(a, &["show", "wg0", "peers"])
         .lines()
