@@ -189,6 +189,14 @@ pub struct JoinArgs {
     /// `--metrics` (Go's name) is the same.
     #[arg(long, alias = "metrics", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Directory of the WireGuard UAPI socket `<DIR>/<iface>.sock`, where `wg show` finds the
+    /// embedded (userspace) device. Root only, read-only; removed at exit. Created 0700 if
+    /// missing. Not used with kernel WireGuard, which `wg` reads over netlink.
+    #[arg(long, value_name = "DIR", default_value = crate::system::uapi::DEFAULT_UAPI_DIR)]
+    uapi_dir: PathBuf,
+    /// Do not serve the UAPI socket (`wg show` then does not see an embedded device).
+    #[arg(long, conflicts_with = "uapi_dir")]
+    no_uapi: bool,
     /// Go wgmesh's Lighthouse account (a centralized service): refused with an explanation.
     #[arg(long, hide = true, value_name = "KEY")]
     account: Option<GoOnlyValue>,
@@ -198,6 +206,13 @@ pub struct JoinArgs {
     /// Go's net/http/pprof listener: refused with an explanation.
     #[arg(long, hide = true, value_name = "ADDR")]
     pprof: Option<GoOnlyValue>,
+}
+
+impl JoinArgs {
+    /// The UAPI socket directory, `None` with `--no-uapi`.
+    fn uapi_dir(&self) -> Option<PathBuf> {
+        (!self.no_uapi).then(|| self.uapi_dir.clone())
+    }
 }
 
 /// The `wgmeshd` program: parses `args` (the first one is the program name), sets up logging,
@@ -353,6 +368,7 @@ fn join_cmd(
     // One slot: SIGHUPs arriving while a reload waits are folded into it (it reads the file
     // when it runs, so it sees the latest content).
     let (hangups, hangups_rx) = tokio::sync::mpsc::channel(1);
+    let uapi_dir = args.uapi_dir();
     let opts = crate::daemon::JoinOptions {
         secret,
         interface: args.interface,
@@ -383,6 +399,7 @@ fn join_cmd(
         force_relay: args.force_relay,
         log_level,
         metrics_listen: args.metrics_listen,
+        uapi_dir,
         log_control,
         hangups: Some(hangups_rx),
     };
@@ -592,5 +609,27 @@ mod tests {
             );
             assert!(!err.contains("sk-live"), "{err}");
         }
+    }
+
+    #[test]
+    fn uapi_flags_choose_the_socket_directory_or_none() {
+        let secret = "wgmesh://v1/correct-horse-battery-staple-0123456789";
+        let join = |extra: &[&str]| {
+            let argv = ["wgmeshd", "join", "--secret", secret];
+            let cli = Cli::try_parse_from(argv.iter().chain(extra))?;
+            let Command::Join(args) = cli.command else {
+                panic!("not join")
+            };
+            Ok::<_, clap::Error>(args.uapi_dir())
+        };
+        let cases: [(&str, &[&str], Option<&str>); 3] = [
+            ("default", &[], Some("/run/wireguard")),
+            ("--uapi-dir", &["--uapi-dir", "/tmp/x"], Some("/tmp/x")),
+            ("--no-uapi", &["--no-uapi"], None),
+        ];
+        for (name, extra, want) in cases {
+            assert_eq!(join(extra).unwrap(), want.map(PathBuf::from), "{name}");
+        }
+        assert!(join(&["--no-uapi", "--uapi-dir", "/tmp/x"]).is_err());
     }
 }

@@ -20,6 +20,8 @@
 //! - `events`, `metrics` (feature `runtime`): the event bus behind `GET /v1/events` and the
 //!   Prometheus counters behind `GET /metrics`.
 //! - `service` (feature `runtime`): the systemd unit, install/uninstall plan, notify decisions. Pure.
+//! - `uapi` (feature `runtime`): the read-only WireGuard UAPI socket, so `wg show` sees the
+//!   embedded device.
 //! - `daemon`: the lifecycle that wires all of it together.
 //!
 //! Without the default `runtime` feature only the pure modules are built; `wgmeshctl` links them
@@ -65,3 +67,5 @@ pub mod status;
 pub mod supervisor;
 #[cfg(feature = "runtime")]
 pub mod system;
+#[cfg(feature = "runtime")]
+pub mod uapi;

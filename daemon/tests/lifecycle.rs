@@ -68,6 +68,8 @@ struct Dirs {
     _tmp: tempfile::TempDir,
     state: PathBuf,
     socket: PathBuf,
+    /// `--uapi-dir`: never the real /run/wireguard.
+    uapi: PathBuf,
 }
 
 fn dirs() -> Dirs {
@@ -79,6 +81,7 @@ fn dirs() -> Dirs {
     Dirs {
         state,
         socket,
+        uapi: tmp.path().join("uapi"),
         _tmp: tmp,
     }
 }
@@ -106,6 +109,7 @@ fn options(dirs: &Dirs) -> JoinOptions {
         log_control: None,
         hangups: None,
         metrics_listen: None,
+        uapi_dir: Some(dirs.uapi.clone()),
     }
 }
 
@@ -234,6 +238,8 @@ async fn start_and_stop(second_signal: bool) {
     ));
     wait_for(&d.socket).await;
     assert!(link_exists(IFACE).await, "no interface while running");
+    let uapi_socket = d.uapi.join(format!("{IFACE}.sock"));
+    wait_for(&uapi_socket).await;
     // While it runs, a second daemon with the same state directory is refused.
     let mut other = options(&d);
     other.socket = d.socket.with_file_name("other.sock");
@@ -257,6 +263,11 @@ async fn start_and_stop(second_signal: bool) {
         .unwrap();
     assert!(!link_exists(IFACE).await, "interface left behind");
     assert!(!d.socket.exists(), "API socket left behind");
+    if !second_signal {
+        // Every task ended before `run` returned; after a second signal a task may still be
+        // ending (the process exit then drops it, and its socket file with it).
+        assert!(!uapi_socket.exists(), "UAPI socket left behind");
+    }
     LockFile::acquire(&lock_path(&d.state, &IFACE.parse().unwrap())).expect("lock released");
 }
 

@@ -69,6 +69,23 @@ fn lab_only_args(extra_args: &[&str]) -> Vec<&'static str> {
     args
 }
 
+// --- UAPI socket directory (`wg show`, issue 11) ---------------------------------------------
+/// `--uapi-dir <the host's run dir>` unless `extra_args` mention `--uapi-dir` or `--no-uapi`:
+/// every lab daemon runs `wg0`, so each serves its UAPI socket in its own host's directory
+/// ([`Host::run_dir`], which is also the `/run/wireguard` that processes started in that host
+/// see, so `wg show wg0` run there finds it), never in the machine's real `/run/wireguard`.
+fn uapi_dir_args(host: &Host, extra_args: &[&str]) -> Vec<std::ffi::OsString> {
+    let mentioned = extra_args
+        .iter()
+        .any(|a| *a == "--no-uapi" || *a == "--uapi-dir" || a.starts_with("--uapi-dir="));
+    if mentioned {
+        Vec::new()
+    } else {
+        vec!["--uapi-dir".into(), host.run_dir().into_os_string()]
+    }
+}
+// --- end UAPI socket directory
+
 /// A `wgmeshd join` running in a lab host. The [`lab::Lab`] stops it on drop; dropping this
 /// handle does nothing.
 #[derive(Debug, Clone)]
@@ -85,7 +102,8 @@ impl Daemon {
     /// `extra_args` are more `join` options (`--introducer`, `--no-lan-discovery`, …); a
     /// `--log-level` among them overrides the `debug` default. The DHT and STUN are off unless
     /// `extra_args` configure them (`--dht-bootstrap`, `--stun`): lab daemons never reach public
-    /// servers.
+    /// servers. The UAPI socket goes to the host's own run directory unless `extra_args` say
+    /// otherwise (`--uapi-dir`, `--no-uapi`).
     ///
     /// # Errors
     ///
@@ -153,6 +171,7 @@ impl Daemon {
             .arg("--socket")
             .arg(host.socket_path())
             .args(lab_only_args(extra_args))
+            .args(uapi_dir_args(host, extra_args))
             .args(extra_args)
             .envs(envs)
             .spawn()

@@ -89,6 +89,9 @@ pub struct JoinOptions {
     pub log_level: LogLevel,
     /// Where to serve `GET /metrics` on TCP as well (off: `None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Directory of the read-only WireGuard UAPI socket `<dir>/<iface>.sock` for `wg show`
+    /// (userspace backend only; `None`: `--no-uapi`). See [`crate::uapi`].
+    pub uapi_dir: Option<PathBuf>,
     /// The running log filter (from [`crate::logging::init`]), so a reload changes the level;
     /// `None` when this process did not install it: a reload of the level is then refused.
     pub log_control: Option<LogControl>,

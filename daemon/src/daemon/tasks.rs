@@ -19,6 +19,7 @@
 //! | `status` | restart | rebuilds the API snapshots on change and on demand, announces peer events, logs the summary ([`observe`](super::observe)) |
 //! | `control` | restart | carries out the API's write requests (reload, cache flush) and SIGHUP reloads |
 //! | `api` | critical | serves the control API |
+//! | `uapi` | restart, layer `uapi` | read-only WireGuard UAPI socket for `wg show` (userspace backend; not with `--no-uapi`) ([`crate::uapi`]) |
 //! | `metrics` | restart | serves `GET /metrics` on TCP (only with `--metrics-listen`) |
 //! | `systemd-notify` | restart, layer `systemd` | READY / WATCHDOG / STATUS / STOPPING to `$NOTIFY_SOCKET` (only under systemd) ([`notify`](super::notify)) |
 //!
@@ -117,6 +118,8 @@ pub struct Node {
     derivation: Derivation,
     /// `<state-dir>/<iface>.json`: the identity, rewritten when a collision moves us.
     state_file: PathBuf,
+    /// Directory of the UAPI socket (`None`: `--no-uapi`).
+    uapi_dir: Option<PathBuf>,
 }
 
 impl Node {
@@ -224,6 +227,7 @@ impl Node {
                 custom: opts.mesh_subnet,
             },
             state_file: crate::identity::state_file_path(&opts.state_dir, &opts.interface),
+            uapi_dir: opts.uapi_dir.clone(),
         }
     }
 
@@ -448,6 +452,16 @@ impl Node {
             async move { monitor.run(ctx.cancel).await }
         });
         // --- end health
+
+        // --- UAPI socket (layer `uapi`): `wg show` for the embedded device.
+        crate::uapi::spawn(
+            sup,
+            self.uapi_dir.clone(),
+            wg.clone(),
+            self.private_key.clone(),
+            metrics.layer("uapi"),
+        );
+        // --- end UAPI
 
         if self.lan_discovery {
             let layer = sup.registry().layer("lan", LayerState::Running);

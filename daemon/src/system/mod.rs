@@ -5,4 +5,5 @@ pub mod fs;
 pub mod net;
 pub mod notify;
 pub mod service;
+pub mod uapi;
 pub mod wg;

@@ -117,6 +117,7 @@ impl Daemon {
             log_control: None,
             hangups: None,
             metrics_listen: None,
+            uapi_dir: Some(dir.path().join("uapi")),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(
