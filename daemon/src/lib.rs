@@ -7,6 +7,7 @@
 //! - [`crypto`]: everything derived from the secret, the mesh addresses and the AES-GCM envelope,
 //!   bit-compatible with Go wgmesh. Pure.
 //! - [`keys`]: WireGuard public, private and preshared keys. Pure.
+//! - `manpage` (feature `manpage`): manual pages from a clap definition, for both programs.
 //! - [`wire`]: discovery payloads and the Go-compatible JSON they travel as. Pure.
 //! - [`privacy`]: epochs and Dandelion++ stem/fluff rules for `--privacy`. Pure.
 //! - `identity` (feature `runtime`): the node's key pair and mesh addresses on disk.
@@ -30,6 +31,8 @@
 pub mod config;
 pub mod crypto;
 pub mod keys;
+#[cfg(feature = "manpage")]
+pub mod manpage;
 pub mod privacy;
 pub mod wire;
 
