@@ -280,15 +280,7 @@ mod tests {
     }
 
     fn peer() -> LivePeer {
-        LivePeer {
-            endpoint: None,
-            allowed_ips: Vec::new(),
-            preshared_key: None,
-            keepalive: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-        }
+        LivePeer::default()
     }
 
     #[test]

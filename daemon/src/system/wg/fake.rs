@@ -10,9 +10,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use super::{
-    ApplyReport, DeviceUpdate, LiveDevice, LivePeer, PeerConfig, PeerUpdate, WgError, WireGuard,
-};
+use super::{ApplyReport, DeviceUpdate, LiveDevice, PeerConfig, PeerUpdate, WgError, WireGuard};
 use crate::keys::PublicKey;
 
 #[derive(Default)]
@@ -163,15 +161,7 @@ fn claim(dev: &mut LiveDevice, owner: &PublicKey, ips: &[ipnet::IpNet]) {
 
 fn add_peer(dev: &mut LiveDevice, cfg: &PeerConfig) {
     claim(dev, &cfg.public_key, &cfg.allowed_ips);
-    let entry = dev.peers.entry(cfg.public_key).or_insert(LivePeer {
-        endpoint: None,
-        allowed_ips: Vec::new(),
-        preshared_key: None,
-        keepalive: None,
-        last_handshake: None,
-        rx_bytes: 0,
-        tx_bytes: 0,
-    });
+    let entry = dev.peers.entry(cfg.public_key).or_default();
     entry.endpoint = cfg.endpoint.or(entry.endpoint);
     entry.allowed_ips = cfg.allowed_ips.clone();
     entry.preshared_key = cfg.preshared_key;

@@ -25,8 +25,8 @@ use ipnet::IpNet;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::system::net::Netlink;
 
-/// One peer as the device reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One peer as the device reports it (`Default`: a peer added with nothing but its key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LivePeer {
     /// Current endpoint (configured, or learned from the peer's packets).
     pub endpoint: Option<SocketAddr>,
