@@ -6,6 +6,7 @@
 //! - [`api`]: blocking reads of a daemon's control API, with the CLI's own client.
 //! - [`labnode`]: the multi-call program that runs the daemon, the CLI and the lab tools.
 //! - [`apibench`]: `wgmesh-lab bench-api`, the cost of the control API with a full peer store.
+//! - [`systemd`]: a throwaway systemd as PID 1 of its own namespaces, to run `wgmesh.service`.
 //!
 //! **Always the code of this build.** Tests never run a `wgmeshd` or `wgmeshctl` binary from
 //! `target/` (an earlier build may have left a stale one) and never run cargo. They run the
@@ -40,6 +41,7 @@ pub mod daemon;
 pub mod lab;
 pub mod labnode;
 pub mod node;
+pub mod systemd;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
