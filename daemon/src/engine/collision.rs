@@ -202,7 +202,14 @@ impl CollisionTask {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 changed = self.reconciled.changed() => {
-                    changed.map_err(|_| CollisionError::ReconcileGone)?;
+                    if changed.is_err() {
+                        // The reconcile loop ends only when the daemon stops (a failure of that
+                        // critical task stops it too): not an error of this task.
+                        if cancel.is_cancelled() {
+                            return Ok(());
+                        }
+                        return Err(CollisionError::ReconcileGone);
+                    }
                 }
             }
             self.check().await?;

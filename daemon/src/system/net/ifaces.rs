@@ -18,9 +18,6 @@ use super::{NetError, Netlink};
 
 /// How often the interfaces are re-read (an interface that appears is used within this time).
 pub const REFRESH: Duration = Duration::from_secs(2);
-/// Attempts at a consistent pair of dumps: the kernel marks a dump that raced with a change as
-/// interrupted (`EBUSY`), and the answer is simply to read again.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// One network interface of this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,16 +98,14 @@ impl Netlink {
         let mut attempt = 1;
         loop {
             match self.read_interfaces().await {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < DUMP_ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "interface dump raced with a change; reading again");
-                    attempt += 1;
-                }
+                Err(e) if super::netlink::read_again(&e, &mut attempt) => {}
                 other => return other,
             }
         }
     }
 
     async fn read_interfaces(&self) -> Result<HostInterfaces, NetError> {
+        let _turn = self.dump_turn().await;
         let links: Vec<LinkMessage> = self
             .handle
             .link()

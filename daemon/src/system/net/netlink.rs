@@ -4,6 +4,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::pin;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
@@ -48,11 +49,29 @@ pub struct AddressSyncReport {
     pub unchanged: usize,
 }
 
+/// Attempts at a consistent dump (see [`read_again`]).
+const DUMP_ATTEMPTS: usize = 3;
+
+/// Whether a dump that failed with `e` on attempt `*attempt` is read again (and counts the
+/// attempt): the kernel marks a dump that raced with a change of what it lists as interrupted
+/// (`EBUSY`), and the answer is simply to read again, at most [`DUMP_ATTEMPTS`] times in all.
+pub(super) fn read_again(e: &NetError, attempt: &mut usize) -> bool {
+    if e.raw_os_error() != Some(libc::EBUSY) || *attempt >= DUMP_ATTEMPTS {
+        return false;
+    }
+    tracing::debug!(error = %e, attempt = *attempt, "dump raced with a change; reading again");
+    *attempt += 1;
+    true
+}
+
 /// The daemon's rtnetlink connection. Cheap to clone; the connection task (spawned by
 /// [`Netlink::connect`]) ends when the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Netlink {
     pub(super) handle: Handle,
+    /// One dump at a time: the kernel refuses a second dump request on a socket while one is
+    /// running (`EBUSY`), and the daemon's tasks share this socket.
+    dumps: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The errno of a netlink error reply, if the error is one.
@@ -97,7 +116,16 @@ impl Netlink {
         let (connection, handle, _unsolicited) = rtnetlink::new_connection_with_strict_check()
             .map_err(|source| NetError::Connect { source })?;
         tokio::spawn(connection);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            dumps: Arc::default(),
+        })
+    }
+
+    /// Waits for this socket's turn to dump (see [`Netlink`]'s `dumps`); hold the guard until the
+    /// dump's last message is read.
+    pub(super) async fn dump_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.dumps.lock().await
     }
 
     // ---- links ---------------------------------------------------------------------------
@@ -207,8 +235,19 @@ impl Netlink {
 
     /// The addresses of the interface, both families, link-local included.
     pub async fn addresses(&self, ifindex: u32) -> Result<Vec<IpNet>, NetError> {
+        let mut attempt = 1;
+        loop {
+            match self.read_addresses(ifindex).await {
+                Err(e) if read_again(&e, &mut attempt) => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_addresses(&self, ifindex: u32) -> Result<Vec<IpNet>, NetError> {
         let mut request = self.handle.address().get().set_link_index_filter(ifindex);
         request.message_mut().header.index = ifindex;
+        let _turn = self.dump_turn().await;
         let messages: Vec<AddressMessage> = request.execute().try_collect().await.map_err(
             failure("list", format!("addresses of interface #{ifindex}")),
         )?;
@@ -328,7 +367,26 @@ impl Netlink {
         families: &[Family],
         protocol: Option<u8>,
     ) -> Result<InterfaceRoutes, NetError> {
+        let mut attempt = 1;
+        loop {
+            match self
+                .read_interface_routes(ifindex, families, protocol)
+                .await
+            {
+                Err(e) if read_again(&e, &mut attempt) => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_interface_routes(
+        &self,
+        ifindex: u32,
+        families: &[Family],
+        protocol: Option<u8>,
+    ) -> Result<InterfaceRoutes, NetError> {
         let mut found = InterfaceRoutes::default();
+        let _turn = self.dump_turn().await;
         for &family in families {
             let query = route_dump_query(family, ifindex, protocol);
             let mut messages = pin!(self.handle.route().get(query).execute());
