@@ -79,15 +79,17 @@ pub struct SystemdNs {
 
 impl SystemdNs {
     /// Boots systemd and waits until `systemctl is-system-running` says `running` (or
-    /// `degraded`). `None` when the host runs systemd itself (see the module docs).
+    /// `degraded`).
     ///
     /// # Errors
     ///
-    /// When a tool is missing (`unshare`, `nsenter`, `/lib/systemd/systemd`) or systemd does not
-    /// come up within 30 s (the error carries its console output).
-    pub fn boot(exe: &Exe) -> Result<Option<Self>> {
+    /// Why a throwaway systemd cannot run on this machine: the host runs systemd itself (see the
+    /// module docs), a tool is missing (`unshare`, `nsenter`, `/lib/systemd/systemd`), or systemd
+    /// does not come up within 30 s (the error carries its console output). None of these
+    /// depends on wgmesh's code, so callers may skip on them.
+    pub fn boot(exe: &Exe) -> Result<Self> {
         if Path::new("/run/systemd/system").exists() {
-            return Ok(None);
+            bail!("PID 1 of this host is systemd; a throwaway one would share its cgroup tree");
         }
         for tool in [
             "/lib/systemd/systemd",
@@ -146,7 +148,7 @@ impl SystemdNs {
                 let state = ns.exec(&["systemctl", "is-system-running"])?;
                 let text = String::from_utf8_lossy(&state.stdout);
                 if matches!(text.trim(), "running" | "degraded") {
-                    return Ok(Some(ns));
+                    return Ok(ns);
                 }
             }
             if let Ok(Some(status)) = ns.unshare.try_wait() {
