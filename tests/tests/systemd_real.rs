@@ -213,3 +213,83 @@ fn wgmesh_service_runs_under_real_systemd() {
         "enabled"
     );
 }
+
+/// The Debian package under the real service manager: `dpkg -i` (postinst: the `wgmesh` group,
+/// `/etc/wgmesh` 0700), the operator writes the secret and runs `systemctl enable --now wgmesh`,
+/// the packaged unit runs the packaged `/usr/bin/wgmeshd`, whose API socket belongs to the group;
+/// `dpkg --purge` removes the programs and keeps the secret. Runs when `WGMESH_TEST_DEB` names a
+/// built package (`.ci/run` sets it after `packaging/build-deb`); otherwise it says so and passes.
+#[test]
+fn debian_package_runs_under_real_systemd() {
+    let Ok(deb) = std::env::var("WGMESH_TEST_DEB") else {
+        eprintln!(
+            "SKIPPED debian_package_runs_under_real_systemd: set WGMESH_TEST_DEB to a .deb built by packaging/build-deb"
+        );
+        return;
+    };
+    assert!(std::path::Path::new(&deb).is_file(), "{deb} is not a file");
+    if !lab::require_root() {
+        return;
+    }
+    let exe = labnode_exe!();
+    let ns = match SystemdNs::boot(&exe) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED debian_package_runs_under_real_systemd: no throwaway systemd here: {why:#}"
+            );
+            return;
+        }
+    };
+    let installed = ns.sh(&format!("dpkg -i {deb} 2>&1")).unwrap();
+    println!("{installed}");
+    assert!(
+        installed.contains("systemctl enable --now wgmesh"),
+        "{installed}"
+    );
+    assert!(ns.sh("getent group wgmesh").is_ok(), "no wgmesh group");
+    assert_eq!(ns.sh("stat -c %a /etc/wgmesh").unwrap().trim(), "700");
+    assert_ne!(
+        ns.sh("systemctl is-enabled wgmesh")
+            .unwrap_or_default()
+            .trim(),
+        "enabled",
+        "the package must not enable the service before there is a secret"
+    );
+    let version = ns.sh("/usr/bin/wgmeshd --version").unwrap();
+    assert_eq!(
+        version.trim(),
+        format!("wgmeshd {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    ns.sh("umask 077; /usr/bin/wgmeshctl secret new > /etc/wgmesh/secret && systemctl enable --now wgmesh")
+        .unwrap();
+    assert_eq!(ns.property("wgmesh", "ActiveState").unwrap(), "active");
+    assert_eq!(
+        ns.property("wgmesh", "ExecMainStatus").unwrap(),
+        "0",
+        "still running"
+    );
+    let exec = ns.property("wgmesh", "ExecStart").unwrap();
+    assert!(exec.contains("path=/usr/bin/wgmeshd"), "{exec}");
+    println!("STATUS= {}", ns.property("wgmesh", "StatusText").unwrap());
+    let json = ns.sh("/usr/bin/wgmeshctl status --json").unwrap();
+    let st: Status = serde_json::from_str(&json).unwrap();
+    assert_eq!(st.discovery["systemd"].state, "running");
+    assert_eq!(
+        ns.sh("stat -c %G /run/wgmesh/wgmeshd.sock").unwrap().trim(),
+        "wgmesh",
+        "the API socket belongs to the package's group"
+    );
+
+    ns.sh("systemctl stop wgmesh && dpkg --purge wgmesh")
+        .unwrap();
+    assert!(
+        ns.sh("ls /usr/bin/wgmeshd").is_err(),
+        "purge left the binary"
+    );
+    assert!(
+        ns.sh("ls /etc/wgmesh/secret").is_ok(),
+        "purge removed the secret"
+    );
+}
