@@ -14,13 +14,14 @@
 //! device, and fail early when another daemon owns it.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 use super::ApiError;
 use super::auth::WritePolicy;
+use crate::system::socket_file::{self, NotCleared};
 
 /// Permission bits of the socket: owner and group may connect, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -247,38 +248,17 @@ fn effective_gid() -> u32 {
 
 /// Removes a socket file at `path` that nobody answers on; fails if someone does.
 async fn remove_stale(path: &Path) -> Result<(), ApiError> {
-    let stale_err = |source| ApiError::Stale {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(stale_err(err)),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(ApiError::NotASocket {
-            path: path.to_owned(),
-        });
-    }
-    match UnixStream::connect(path).await {
-        // WouldBlock: a full accept backlog, i.e. a live but busy daemon.
-        Ok(_) => Err(ApiError::AlreadyServing {
-            path: path.to_owned(),
-        }),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Err(ApiError::AlreadyServing {
-            path: path.to_owned(),
-        }),
-        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "removing stale API socket");
-            match std::fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(err) => Err(stale_err(err)),
-            }
-        }
-        Err(err) => Err(stale_err(err)),
-    }
+    let path_buf = path.to_owned();
+    socket_file::remove_stale(path, "API")
+        .await
+        .map_err(|e| match e {
+            NotCleared::AlreadyServing => ApiError::AlreadyServing { path: path_buf },
+            NotCleared::NotASocket => ApiError::NotASocket { path: path_buf },
+            NotCleared::Io(source) => ApiError::Stale {
+                path: path_buf,
+                source,
+            },
+        })
 }
 
 /// Sets mode `0660` and, when there is one, group `gid` on the socket.

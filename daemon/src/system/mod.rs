@@ -5,5 +5,6 @@ pub mod fs;
 pub mod net;
 pub mod notify;
 pub mod service;
+pub mod socket_file;
 pub mod uapi;
 pub mod wg;

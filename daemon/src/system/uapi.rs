@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
+use super::socket_file::{self, NotCleared};
+
 /// Where WireGuard tools look for userspace devices' sockets.
 pub const DEFAULT_UAPI_DIR: &str = "/run/wireguard";
 /// Mode of a socket directory created here.
@@ -182,38 +184,17 @@ fn prepare_dir(dir: &Path) -> Result<(), UapiSocketError> {
 
 /// Removes a socket file at `path` that nobody answers on; fails if someone does.
 async fn remove_stale(path: &Path) -> Result<(), UapiSocketError> {
-    let stale = |source| UapiSocketError::Stale {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(stale(e)),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(UapiSocketError::NotASocket {
-            path: path.to_owned(),
-        });
-    }
-    match UnixStream::connect(path).await {
-        Ok(_) => Err(UapiSocketError::AlreadyServing {
-            path: path.to_owned(),
-        }),
-        // A full accept backlog: alive, just busy.
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(UapiSocketError::AlreadyServing {
-            path: path.to_owned(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "replacing a stale UAPI socket");
-            match std::fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(stale(e)),
-            }
-        }
-        Err(e) => Err(stale(e)),
-    }
+    let path_buf = path.to_owned();
+    socket_file::remove_stale(path, "UAPI")
+        .await
+        .map_err(|e| match e {
+            NotCleared::AlreadyServing => UapiSocketError::AlreadyServing { path: path_buf },
+            NotCleared::NotASocket => UapiSocketError::NotASocket { path: path_buf },
+            NotCleared::Io(source) => UapiSocketError::Stale {
+                path: path_buf,
+                source,
+            },
+        })
 }
 
 #[cfg(test)]
